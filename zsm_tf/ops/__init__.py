@@ -1,0 +1,5 @@
+"""Deformable convolution ops: the stock-TF gather path and the compiled custom op."""
+from zsm_tf.ops.custom_op import custom_op_available
+from zsm_tf.ops.deform_conv import deform_conv2d, deformable_im2col, resolve_impl
+
+__all__ = ["deform_conv2d", "deformable_im2col", "custom_op_available", "resolve_impl"]

@@ -1,0 +1,174 @@
+"""Modulated deformable convolution (DCNv2), NHWC.
+
+The convolution is split in two: a *deformable im2col* that bilinearly samples the input at the
+offset positions and multiplies by the modulation mask, producing columns
+``[B, Ho, Wo, kh*kw*C]`` (tap-major, then channel), and one GEMM of those columns with the kernel
+reshaped to ``[kh*kw*C, Cout]``. The sampling has two implementations:
+
+* ``"gather"``: stock TensorFlow ops only (``tf.gather``), differentiable by autodiff, XLA-friendly
+  and exportable to a SavedModel that stock TensorFlow Serving can run;
+* ``"custom_op"``: the compiled kernels of ``custom_ops/`` (see :mod:`zsm_tf.ops.custom_op`).
+
+``"auto"`` uses the compiled op when it is loaded and the gather path otherwise.
+
+Sampling semantics (those of the authors' DCNv2 and of ``torchvision.ops.deform_conv2d``): tap
+``k = i*kw + j`` of deformable group ``g`` at output pixel ``(ho, wo)`` samples at
+``y = ho*sh - ph + i*dh + offsets[..., 2*(g*K+k)]`` and ``x = wo*sw - pw + j*dw + offsets[..., 2*(g*K+k)+1]``;
+pixels outside the image are zero, so a sample with ``y <= -1``, ``y >= H``, ``x <= -1`` or
+``x >= W`` is zero. Input channels are split into ``deformable_groups`` equal consecutive groups.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+IMPLS = ("auto", "gather", "custom_op")
+
+
+def _pair(v, name):
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(i) for i in v)
+    if len(v) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return v
+
+
+def resolve_impl(impl: str) -> str:
+    """Maps ``"auto"`` to ``"custom_op"`` when the compiled op is loaded, else ``"gather"``."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "auto":
+        from zsm_tf.ops import custom_op
+
+        return "custom_op" if custom_op.custom_op_available() else "gather"
+    return impl
+
+
+def deformable_im2col_gather(inputs, offsets, mask, kernel_size, strides=1, padding=0,
+                             dilation=1, deformable_groups=1):
+    """Deformable, modulated im2col with stock TF ops.
+
+    Args:
+      inputs: [B, H, W, C].
+      offsets: [B, Ho, Wo, 2*dg*kh*kw], (dy, dx) per (group, tap).
+      mask: [B, Ho, Wo, dg*kh*kw] or None (ones).
+    Returns:
+      columns [B, Ho, Wo, kh*kw*C]: tap-major, channel-minor (channel c = g*(C/dg) + cg).
+    """
+    kh, kw = _pair(kernel_size, "kernel_size")
+    sh, sw = _pair(strides, "strides")
+    ph, pw = _pair(padding, "padding")
+    dh, dw = _pair(dilation, "dilation")
+    dg = int(deformable_groups)
+    K = kh * kw
+    dtype = inputs.dtype
+    shape = tf.shape(inputs)
+    B, H, W = shape[0], shape[1], shape[2]
+    C = inputs.shape[-1]
+    if C is None:
+        raise ValueError("deform_conv2d needs a static channel count")
+    if C % dg:
+        raise ValueError(f"input channels ({C}) must be divisible by deformable_groups ({dg})")
+    Cg = C // dg
+    oshape = tf.shape(offsets)
+    Ho, Wo = oshape[1], oshape[2]
+
+    # [B, Ho, Wo, dg, K, 2] -> [B, Ho, Wo, K, dg, 2] so the gathered columns need no transpose.
+    off = tf.reshape(offsets, [B, Ho, Wo, dg, K, 2])
+    off = tf.transpose(off, [0, 1, 2, 4, 3, 5])
+    off = tf.cast(off, dtype)
+    tap_y = tf.cast(tf.repeat(tf.range(kh) * dh, kw), dtype)  # [K]
+    tap_x = tf.cast(tf.tile(tf.range(kw) * dw, [kh]), dtype)  # [K]
+    base_y = tf.cast(tf.range(Ho) * sh - ph, dtype)
+    base_x = tf.cast(tf.range(Wo) * sw - pw, dtype)
+    # sample positions [B, Ho, Wo, K, dg]
+    y = base_y[None, :, None, None, None] + tap_y[None, None, None, :, None] + off[..., 0]
+    x = base_x[None, None, :, None, None] + tap_x[None, None, None, :, None] + off[..., 1]
+
+    y0 = tf.floor(y)
+    x0 = tf.floor(x)
+    ly = y - y0
+    lx = x - x0
+    hy = 1 - ly
+    hx = 1 - lx
+    y0 = tf.cast(y0, tf.int32)
+    x0 = tf.cast(x0, tf.int32)
+    y1 = y0 + 1
+    x1 = x0 + 1
+
+    flat = tf.reshape(inputs, [-1, Cg])  # row = ((b*H + y)*W + x)*dg + g
+    b_idx = tf.range(B)[:, None, None, None, None]
+    g_idx = tf.range(dg)[None, None, None, None, :]
+
+    def corner(yy, xx, weight):
+        valid = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+        yc = tf.clip_by_value(yy, 0, H - 1)
+        xc = tf.clip_by_value(xx, 0, W - 1)
+        idx = ((b_idx * H + yc) * W + xc) * dg + g_idx
+        w = tf.where(valid, weight, tf.zeros_like(weight))
+        return idx, w
+
+    corners = [corner(y0, x0, hy * hx), corner(y0, x1, hy * lx),
+               corner(y1, x0, ly * hx), corner(y1, x1, ly * lx)]
+    idx = tf.stack([c[0] for c in corners], axis=0)  # [4, B, Ho, Wo, K, dg]
+    w = tf.stack([c[1] for c in corners], axis=0)
+    if mask is not None:
+        m = tf.reshape(tf.cast(mask, dtype), [B, Ho, Wo, dg, K])
+        w = w * tf.transpose(m, [0, 1, 2, 4, 3])[None]
+    vals = tf.gather(flat, idx)  # [4, B, Ho, Wo, K, dg, Cg]
+    cols = tf.reduce_sum(vals * w[..., None], axis=0)
+    return tf.reshape(cols, [B, Ho, Wo, K * C])
+
+
+def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, dilation=1,
+                      deformable_groups=1, impl="auto"):
+    """Deformable im2col with the chosen implementation; see :func:`deformable_im2col_gather`."""
+    impl = resolve_impl(impl)
+    if impl == "custom_op":
+        from zsm_tf.ops import custom_op
+
+        return custom_op.deformable_im2col(
+            inputs, offsets, mask, kernel_size=_pair(kernel_size, "kernel_size"),
+            strides=_pair(strides, "strides"), padding=_pair(padding, "padding"),
+            dilation=_pair(dilation, "dilation"), deformable_groups=int(deformable_groups))
+    return deformable_im2col_gather(inputs, offsets, mask, kernel_size, strides, padding,
+                                    dilation, deformable_groups)
+
+
+def deform_conv2d(inputs, offsets, mask, kernel, bias=None, *, strides=1, padding=0, dilation=1,
+                  deformable_groups=1, impl="auto"):
+    """Modulated deformable convolution (DCNv2).
+
+    Args:
+      inputs: [B, H, W, C].
+      offsets: [B, Ho, Wo, 2*dg*kh*kw]; channel 2*(g*kh*kw+k) is the y (row) offset of tap k
+        (row-major over the window) in deformable group g, channel 2*(g*kh*kw+k)+1 the x offset.
+      mask: [B, Ho, Wo, dg*kh*kw] modulation (channel g*kh*kw+k), or None for ones (DCNv1).
+      kernel: [kh, kw, C, Cout]; bias: [Cout] or None.
+      strides, padding (pixels on each side), dilation: int or (h, w).
+      deformable_groups: dg, dividing C.
+      impl: "auto" | "gather" | "custom_op".
+    Returns:
+      [B, Ho, Wo, Cout] with Ho = (H + 2*ph - dh*(kh-1) - 1)//sh + 1 (likewise Wo).
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    kernel = tf.convert_to_tensor(kernel, dtype=inputs.dtype)
+    offsets = tf.convert_to_tensor(offsets, dtype=inputs.dtype)
+    if mask is not None:
+        mask = tf.convert_to_tensor(mask, dtype=inputs.dtype)
+    kh, kw, cin, cout = kernel.shape
+    if inputs.shape[-1] is not None and cin != inputs.shape[-1]:
+        raise ValueError(f"kernel expects {cin} input channels, inputs have {inputs.shape[-1]}")
+    K = kh * kw
+    dg = int(deformable_groups)
+    if offsets.shape[-1] is not None and offsets.shape[-1] != 2 * dg * K:
+        raise ValueError(f"offsets need 2*dg*kh*kw = {2 * dg * K} channels, got {offsets.shape[-1]}")
+    if mask is not None and mask.shape[-1] is not None and mask.shape[-1] != dg * K:
+        raise ValueError(f"mask needs dg*kh*kw = {dg * K} channels, got {mask.shape[-1]}")
+    cols = deformable_im2col(inputs, offsets, mask, (kh, kw), strides, padding, dilation, dg, impl)
+    shape = tf.shape(cols)
+    out = tf.matmul(tf.reshape(cols, [-1, K * cin]), tf.reshape(kernel, [K * cin, cout]))
+    out = tf.reshape(out, [shape[0], shape[1], shape[2], cout])
+    if bias is not None:
+        out = tf.nn.bias_add(out, tf.convert_to_tensor(bias, dtype=out.dtype))
+    return out
