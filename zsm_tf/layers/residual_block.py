@@ -1,0 +1,68 @@
+"""Residual block without batch norm: x + conv2(relu(conv1(x))). [B, H, W, nf] -> same."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from zsm_tf.layers.common import build_conv, conv2d, conv_params
+
+# kaiming_normal(fan_in) scaled by 0.1, as the reference initialises its residual blocks
+_RB_INIT = keras.initializers.VarianceScaling(scale=0.02, mode="fan_in",
+                                              distribution="untruncated_normal")
+
+
+@keras.saving.register_keras_serializable(package="zsm_tf")
+class ResidualBlockNoBN(keras.layers.Layer):
+    """---Conv-ReLU-Conv-+-  with an identity skip. [B, H, W, nf] -> [B, H, W, nf]."""
+
+    def __init__(self, nf=64, **kwargs):
+        super().__init__(**kwargs)
+        self.nf = nf
+        self.conv1 = conv2d(nf, name="conv1", kernel_initializer=_RB_INIT, dtype=self.dtype_policy)
+        self.conv2 = conv2d(nf, name="conv2", kernel_initializer=_RB_INIT, dtype=self.dtype_policy)
+
+    def build(self, input_shape=None):
+        build_conv(self.conv1, self.nf)
+        build_conv(self.conv2, self.nf)
+        self.built = True
+
+    def call(self, x):
+        return x + self.conv2(tf.nn.relu(self.conv1(x)))
+
+    def torch_params(self, prefix):
+        return {**conv_params(f"{prefix}.conv1", self.conv1),
+                **conv_params(f"{prefix}.conv2", self.conv2)}
+
+    def get_config(self):
+        return {**super().get_config(), "nf": self.nf}
+
+
+@keras.saving.register_keras_serializable(package="zsm_tf")
+class ResidualTrunk(keras.layers.Layer):
+    """``num_blocks`` residual blocks in sequence. [B, H, W, nf] -> [B, H, W, nf]."""
+
+    def __init__(self, nf=64, num_blocks=5, **kwargs):
+        super().__init__(**kwargs)
+        self.nf = nf
+        self.num_blocks = num_blocks
+        self.blocks = [ResidualBlockNoBN(nf, name=f"block_{i}", dtype=self.dtype_policy)
+                       for i in range(num_blocks)]
+
+    def build(self, input_shape=None):
+        for block in self.blocks:
+            block.build()
+        self.built = True
+
+    def call(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def torch_params(self, prefix):
+        params = {}
+        for i, block in enumerate(self.blocks):
+            params.update(block.torch_params(f"{prefix}.{i}"))
+        return params
+
+    def get_config(self):
+        return {**super().get_config(), "nf": self.nf, "num_blocks": self.num_blocks}

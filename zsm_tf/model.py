@@ -1,0 +1,104 @@
+"""The Zooming Slow-Mo network (Xiang et al., CVPR 2020), the authors' ``LunaTokis``."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from zsm_tf.layers.deformable_convlstm import BiDeformableConvLSTM
+from zsm_tf.layers.feature_extractor import FeatureExtractor, FeaturePyramid
+from zsm_tf.layers.frame_interpolation import FrameFeatureInterpolation
+from zsm_tf.layers.reconstructor import Reconstructor
+
+
+@keras.saving.register_keras_serializable(package="zsm_tf")
+class ZoomingSlowMo(keras.Model):
+    """One-stage space-time video super-resolution.
+
+    frames float32 [B, N, H, W, 3] in [0, 1] (N >= 2; H, W multiples of 4)
+      -> [B, 2N-1, 4H, 4W, 3]: output 2i reconstructs input frame i, output 2i+1 the frame
+      between inputs i and i+1.
+
+    Blocks: feature extraction + pyramid of every input frame; frame feature temporal
+    interpolation (PCD alignment) of each adjacent pair, all pairs in one batch; bidirectional
+    deformable ConvLSTM over the 2N-1 LR features; reconstruction of each frame.
+    The default size has 11,102,771 parameters, like the paper's model.
+    ``deform_impl``: "auto" | "gather" | "custom_op" (see :func:`zsm_tf.ops.deform_conv2d`).
+    """
+
+    def __init__(self, nf=64, groups=8, front_rbs=5, back_rbs=40, deform_impl="auto", **kwargs):
+        super().__init__(**kwargs)
+        self.nf = nf
+        self.groups = groups
+        self.front_rbs = front_rbs
+        self.back_rbs = back_rbs
+        self.deform_impl = deform_impl
+        p = self.dtype_policy
+        self.feature_extractor = FeatureExtractor(nf, front_rbs, name="feature_extractor", dtype=p)
+        self.pyramid = FeaturePyramid(nf, name="pyramid", dtype=p)
+        self.interpolation = FrameFeatureInterpolation(nf, groups, deform_impl,
+                                                       name="interpolation", dtype=p)
+        self.convlstm = BiDeformableConvLSTM(nf, groups, deform_impl, name="convlstm", dtype=p)
+        self.reconstructor = Reconstructor(nf, back_rbs, name="reconstructor", dtype=p)
+        self.build((None, None, None, None, 3))
+
+    def build(self, input_shape=None):
+        for block in (self.feature_extractor, self.pyramid, self.interpolation, self.convlstm,
+                      self.reconstructor):
+            block.build()
+        self.built = True
+
+    def call(self, frames, training=None):
+        frames = tf.convert_to_tensor(frames)
+        frames = tf.cast(frames, self.compute_dtype)
+        shape = tf.shape(frames)
+        b, n, h, w = shape[0], shape[1], shape[2], shape[3]
+        nf = self.nf
+        tf.debugging.assert_greater_equal(n, 2, message="ZoomingSlowMo needs N >= 2 input frames")
+        tf.debugging.assert_equal(tf.math.floormod(h, 4) + tf.math.floormod(w, 4), 0,
+                                  message="ZoomingSlowMo needs H and W to be multiples of 4")
+
+        l1 = self.feature_extractor(tf.reshape(frames, [b * n, h, w, 3]))
+        pyr = self.pyramid(l1)  # 3 levels, each [B*N, h_l, w_l, nf]
+        pyr = [tf.reshape(lv, tf.concat([[b, n], tf.shape(lv)[1:]], 0)) for lv in pyr]
+
+        # every adjacent pair (i, i+1) at once: [B*(N-1), ...]
+        def pairs(lv, start):
+            part = lv[:, start:n - 1 + start]
+            return tf.reshape(part, tf.concat([[b * (n - 1)], tf.shape(lv)[2:]], 0))
+
+        mid = self.interpolation([pairs(lv, 0) for lv in pyr], [pairs(lv, 1) for lv in pyr])
+        mid = tf.reshape(mid, [b, n - 1, h, w, nf])
+        # interleave: input 0, mid 0, input 1, mid 1, ..., input N-1 -> [B, 2N-1, H, W, nf]
+        lr = pyr[0]
+        seq = tf.reshape(tf.stack([lr[:, :-1], mid], axis=2), [b, 2 * (n - 1), h, w, nf])
+        seq = tf.concat([seq, lr[:, -1:]], axis=1)
+
+        feats = self.convlstm(seq)
+        t = 2 * n - 1
+        out = self.reconstructor(tf.reshape(feats, [b * t, h, w, nf]))
+        return tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
+
+    def torch_params(self):
+        """{the authors' parameter name: our variable}, e.g. ``"conv_first.weight"``."""
+        return {**self.feature_extractor.torch_params(""), **self.pyramid.torch_params(""),
+                **self.interpolation.torch_params(""),
+                **self.convlstm.torch_params("ConvBLSTM"),
+                **self.reconstructor.torch_params("")}
+
+    @property
+    def uses_custom_op(self):
+        from zsm_tf.ops.deform_conv import resolve_impl
+
+        return resolve_impl(self.deform_impl) == "custom_op"
+
+    def get_config(self):
+        return {**super().get_config(), "nf": self.nf, "groups": self.groups,
+                "front_rbs": self.front_rbs, "back_rbs": self.back_rbs,
+                "deform_impl": self.deform_impl}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("trainable", "dtype"):
+            config.pop(key, None)
+        return cls(**config)
