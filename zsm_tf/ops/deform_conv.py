@@ -76,11 +76,13 @@ def deformable_im2col_gather(inputs, offsets, mask, kernel_size, strides=1, padd
     # [B, Ho, Wo, dg, K, 2] -> [B, Ho, Wo, K, dg, 2] so the gathered columns need no transpose.
     off = tf.reshape(offsets, [B, Ho, Wo, dg, K, 2])
     off = tf.transpose(off, [0, 1, 2, 4, 3, 5])
-    off = tf.cast(off, dtype)
-    tap_y = tf.cast(tf.repeat(tf.range(kh) * dh, kw), dtype)  # [K]
-    tap_x = tf.cast(tf.tile(tf.range(kw) * dw, [kh]), dtype)  # [K]
-    base_y = tf.cast(tf.range(Ho) * sh - ph, dtype)
-    base_x = tf.cast(tf.range(Wo) * sw - pw, dtype)
+    # positions and bilinear weights in at least float32, even under a float16/bfloat16 policy
+    pdtype = tf.float64 if dtype == tf.float64 else tf.float32
+    off = tf.cast(off, pdtype)
+    tap_y = tf.cast(tf.repeat(tf.range(kh) * dh, kw), pdtype)  # [K]
+    tap_x = tf.cast(tf.tile(tf.range(kw) * dw, [kh]), pdtype)  # [K]
+    base_y = tf.cast(tf.range(Ho) * sh - ph, pdtype)
+    base_x = tf.cast(tf.range(Wo) * sw - pw, pdtype)
     # sample positions [B, Ho, Wo, K, dg]
     y = base_y[None, :, None, None, None] + tap_y[None, None, None, :, None] + off[..., 0]
     x = base_x[None, None, :, None, None] + tap_x[None, None, None, :, None] + off[..., 1]
@@ -113,8 +115,9 @@ def deformable_im2col_gather(inputs, offsets, mask, kernel_size, strides=1, padd
     idx = tf.stack([c[0] for c in corners], axis=0)  # [4, B, Ho, Wo, K, dg]
     w = tf.stack([c[1] for c in corners], axis=0)
     if mask is not None:
-        m = tf.reshape(tf.cast(mask, dtype), [B, Ho, Wo, dg, K])
+        m = tf.reshape(tf.cast(mask, pdtype), [B, Ho, Wo, dg, K])
         w = w * tf.transpose(m, [0, 1, 2, 4, 3])[None]
+    w = tf.cast(w, dtype)
     vals = tf.gather(flat, idx)  # [4, B, Ho, Wo, K, dg, Cg]
     cols = tf.reduce_sum(vals * w[..., None], axis=0)
     return tf.reshape(cols, [B, Ho, Wo, K * C])
@@ -161,6 +164,8 @@ def deform_conv2d(inputs, offsets, mask, kernel, bias=None, *, strides=1, paddin
         raise ValueError(f"kernel expects {cin} input channels, inputs have {inputs.shape[-1]}")
     K = kh * kw
     dg = int(deformable_groups)
+    if dg < 1 or cin % dg:
+        raise ValueError(f"input channels ({cin}) must be divisible by deformable_groups ({dg})")
     if offsets.shape[-1] is not None and offsets.shape[-1] != 2 * dg * K:
         raise ValueError(f"offsets need 2*dg*kh*kw = {2 * dg * K} channels, got {offsets.shape[-1]}")
     if mask is not None and mask.shape[-1] is not None and mask.shape[-1] != dg * K:
