@@ -27,6 +27,9 @@ class DeformableConv2D(keras.layers.Layer):
         self.deformable_groups = deformable_groups
         self.kernel_size = kernel_size
         self.deform_impl = deform_impl
+        # the compiled op has no XLA kernel: keep Keras from jit-compiling a model using it
+        if resolve_impl(deform_impl) == "custom_op":
+            self.supports_jit = False
         taps = kernel_size * kernel_size
         # the reference zero-initialises the offset/mask branch: training starts as a plain conv
         self.conv_offset_mask = conv2d(3 * deformable_groups * taps, kernel_size,

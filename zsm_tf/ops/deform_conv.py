@@ -102,8 +102,11 @@ def deformable_im2col_gather(inputs, offsets, mask, kernel_size, strides=1, padd
     b_idx = tf.range(B)[:, None, None, None, None]
     g_idx = tf.range(dg)[None, None, None, None, :]
 
+    # a sample at y <= -1, y >= H, x <= -1 or x >= W is zero, with zero gradient (as torchvision)
+    inside = (y > -1) & (y < tf.cast(H, pdtype)) & (x > -1) & (x < tf.cast(W, pdtype))
+
     def corner(yy, xx, weight):
-        valid = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+        valid = inside & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
         yc = tf.clip_by_value(yy, 0, H - 1)
         xc = tf.clip_by_value(xx, 0, W - 1)
         idx = ((b_idx * H + yc) * W + xc) * dg + g_idx

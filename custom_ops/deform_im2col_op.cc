@@ -1,0 +1,300 @@
+// TensorFlow ops of the deformable, modulated im2col (DCNv2 sampling), NHWC:
+//
+//   DeformableIm2col(input [B,H,W,C], offsets [B,Ho,Wo,2*dg*K], mask [B,Ho,Wo,dg*K])
+//       -> columns [B,Ho,Wo,K*C]
+//   DeformableIm2colGrad(input, offsets, mask, grad_columns)
+//       -> grad_input, grad_offsets, grad_mask
+//
+// K = kh*kw; attrs kernel_size, strides, padding, dilation (pairs (h, w)), deformable_groups.
+// Layouts and semantics: deform_im2col.h. The gradient is registered from Python
+// (zsm_tf/ops/custom_op.py). CPU kernels run on TensorFlow's intra-op thread pool; CUDA kernels are
+// compiled in with -DZSM_WITH_CUDA. There is no XLA kernel.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+#include "deform_im2col.h"
+#include "deform_im2col_cpu.h"
+#ifdef ZSM_WITH_CUDA
+#include "xla/stream_executor/stream.h"
+#include "deform_im2col_gpu.h"
+#endif
+
+namespace tensorflow {
+namespace {
+
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+struct Attrs {
+  int kh, kw, sh, sw, ph, pw, dh, dw, dg;
+  int K() const { return kh * kw; }
+};
+
+absl::Status ReadPair(const char* name, const std::vector<int32_t>& v, int lo, int* a, int* b) {
+  if (v.size() != 2 || v[0] < lo || v[1] < lo)
+    return errors::InvalidArgument(name, " must be a list of 2 ints >= ", lo);
+  *a = v[0];
+  *b = v[1];
+  return absl::OkStatus();
+}
+
+// Reads the attrs from an InferenceContext or an OpKernelConstruction.
+template <typename Ctx>
+absl::Status ReadAttrs(Ctx* c, Attrs* a) {
+  std::vector<int32_t> ks, st, pd, dl;
+  TF_RETURN_IF_ERROR(c->GetAttr("kernel_size", &ks));
+  TF_RETURN_IF_ERROR(c->GetAttr("strides", &st));
+  TF_RETURN_IF_ERROR(c->GetAttr("padding", &pd));
+  TF_RETURN_IF_ERROR(c->GetAttr("dilation", &dl));
+  TF_RETURN_IF_ERROR(c->GetAttr("deformable_groups", &a->dg));
+  TF_RETURN_IF_ERROR(ReadPair("kernel_size", ks, 1, &a->kh, &a->kw));
+  TF_RETURN_IF_ERROR(ReadPair("strides", st, 1, &a->sh, &a->sw));
+  TF_RETURN_IF_ERROR(ReadPair("padding", pd, 0, &a->ph, &a->pw));
+  TF_RETURN_IF_ERROR(ReadPair("dilation", dl, 1, &a->dh, &a->dw));
+  return absl::OkStatus();
+}
+
+// Shape of the columns; works with unknown batch, H, W (Ho, Wo come from offsets and mask).
+absl::Status ForwardShape(InferenceContext* c) {
+  Attrs a;
+  TF_RETURN_IF_ERROR(ReadAttrs(c, &a));
+  ShapeHandle in, off, msk;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &off));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &msk));
+  DimensionHandle b, ho, wo, unused;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(in, 0), c->Dim(off, 0), &b));
+  TF_RETURN_IF_ERROR(c->Merge(b, c->Dim(msk, 0), &b));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(off, 1), c->Dim(msk, 1), &ho));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(off, 2), c->Dim(msk, 2), &wo));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(off, 3), 2 * a.dg * a.K(), &unused));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(msk, 3), a.dg * a.K(), &unused));
+  const DimensionHandle ch = c->Dim(in, 3);
+  if (c->ValueKnown(ch) && c->Value(ch) % a.dg != 0)
+    return errors::InvalidArgument("input channels (", c->Value(ch),
+                                   ") must be divisible by deformable_groups (", a.dg, ")");
+  DimensionHandle cols_ch;
+  TF_RETURN_IF_ERROR(c->Multiply(ch, a.K(), &cols_ch));
+  c->set_output(0, c->MakeShape({b, ho, wo, cols_ch}));
+  return absl::OkStatus();
+}
+
+absl::Status BackwardShape(InferenceContext* c) {
+  ShapeHandle unused;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 4, &unused));
+  for (int i = 0; i < 3; ++i) c->set_output(i, c->input(i));
+  return absl::OkStatus();
+}
+
+REGISTER_OP("DeformableIm2col")
+    .Input("input: T")
+    .Input("offsets: T")
+    .Input("mask: T")
+    .Output("columns: T")
+    .Attr("T: {float, double}")
+    .Attr("kernel_size: list(int)")
+    .Attr("strides: list(int) = [1, 1]")
+    .Attr("padding: list(int) = [0, 0]")
+    .Attr("dilation: list(int) = [1, 1]")
+    .Attr("deformable_groups: int >= 1 = 1")
+    .SetShapeFn(ForwardShape)
+    .Doc("Deformable modulated im2col (DCNv2), NHWC; columns are tap-major, channel-minor.");
+
+REGISTER_OP("DeformableIm2colGrad")
+    .Input("input: T")
+    .Input("offsets: T")
+    .Input("mask: T")
+    .Input("grad_columns: T")
+    .Output("grad_input: T")
+    .Output("grad_offsets: T")
+    .Output("grad_mask: T")
+    .Attr("T: {float, double}")
+    .Attr("kernel_size: list(int)")
+    .Attr("strides: list(int) = [1, 1]")
+    .Attr("padding: list(int) = [0, 0]")
+    .Attr("dilation: list(int) = [1, 1]")
+    .Attr("deformable_groups: int >= 1 = 1")
+    .SetShapeFn(BackwardShape)
+    .Doc("Gradients of DeformableIm2col wrt input, offsets and mask.");
+
+// Checks the runtime shapes and fills the sizes.
+absl::Status GetDims(const Attrs& a, const Tensor& in, const Tensor& off, const Tensor& mask,
+                     zsm::DeformDims* d) {
+  if (in.dims() != 4 || off.dims() != 4 || mask.dims() != 4)
+    return errors::InvalidArgument("input, offsets and mask must be 4-D (NHWC), got ",
+                                   in.shape().DebugString(), ", ", off.shape().DebugString(), ", ",
+                                   mask.shape().DebugString());
+  *d = {in.dim_size(0), in.dim_size(1), in.dim_size(2), in.dim_size(3), off.dim_size(1),
+        off.dim_size(2), a.kh, a.kw, a.sh, a.sw, a.ph, a.pw, a.dh, a.dw, a.dg};
+  if (d->C % a.dg != 0)
+    return errors::InvalidArgument("input channels (", d->C,
+                                   ") must be divisible by deformable_groups (", a.dg, ")");
+  if (off.dim_size(0) != d->B || off.dim_size(3) != 2 * a.dg * a.K())
+    return errors::InvalidArgument("offsets must be [", d->B, ", Ho, Wo, ", 2 * a.dg * a.K(),
+                                   "], got ", off.shape().DebugString());
+  const TensorShape mask_shape({d->B, d->Ho, d->Wo, int64_t{a.dg} * a.K()});
+  if (mask.shape() != mask_shape)
+    return errors::InvalidArgument("mask must be ", mask_shape.DebugString(), ", got ",
+                                   mask.shape().DebugString());
+  return absl::OkStatus();
+}
+
+struct CpuTag {};
+struct GpuTag {};
+
+template <typename T>
+void ParallelFill(OpKernelContext* c, T* p, int64_t n) {
+  const auto* w = c->device()->tensorflow_cpu_worker_threads();
+  Shard(w->num_threads, w->workers, n, 1,
+        [&](int64_t begin, int64_t end) { std::fill(p + begin, p + end, T(0)); });
+}
+
+template <typename T>
+void Forward(CpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in, const T* off,
+             const T* mask, T* cols) {
+  const auto* w = c->device()->tensorflow_cpu_worker_threads();
+  const int64_t cost = d.K() * (40 * d.dg + 4 * d.C);  // per output pixel
+  Shard(w->num_threads, w->workers, d.pixels(), cost, [&](int64_t begin, int64_t end) {
+    zsm::im2col_forward_cpu(d, in, off, mask, cols, begin, end);
+  });
+}
+
+// Work units are (image b, slab s of its output pixels), each pixel with all its taps and groups.
+// Units of different images write disjoint memory; the S slabs of one image accumulate into
+// separate input-gradient buffers (slab 0 into grad_in, slab s > 0 into scratch (b, s-1)), summed
+// at the end. S > 1 only when the batch is smaller than the thread count.
+template <typename T>
+void Backward(CpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in, const T* off,
+              const T* mask, const T* grad_cols, T* grad_in, T* grad_off, T* grad_mask) {
+  if (d.B == 0) return;
+  const auto* w = c->device()->tensorflow_cpu_worker_threads();
+  const int64_t HoWo = d.Ho * d.Wo, n_img = d.H * d.W * d.C;
+  const int64_t S = std::max<int64_t>(
+      1, std::min<int64_t>((w->num_threads + d.B - 1) / d.B, HoWo / 512));
+  Tensor scratch;
+  T* extra = nullptr;
+  if (S > 1) {
+    OP_REQUIRES_OK(c, c->allocate_temp(DataTypeToEnum<T>::value,
+                                       TensorShape({d.B * (S - 1) * n_img}), &scratch));
+    extra = scratch.flat<T>().data();
+    ParallelFill(c, extra, d.B * (S - 1) * n_img);
+  }
+  ParallelFill(c, grad_in, d.B * n_img);
+  const int64_t cost = (HoWo / S + 1) * d.K() * d.dg * (80 + 16 * d.Cg());
+  Shard(w->num_threads, w->workers, d.B * S, cost, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t b = u / S, s = u % S;
+      T* img = s == 0 ? grad_in + b * n_img : extra + (b * (S - 1) + s - 1) * n_img;
+      zsm::im2col_backward_cpu(d, in, off, mask, grad_cols, b, HoWo * s / S, HoWo * (s + 1) / S,
+                               img, grad_off, grad_mask);
+    }
+  });
+  if (S > 1) {
+    Shard(w->num_threads, w->workers, d.B * n_img, S, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / n_img, j = i % n_img;
+        for (int64_t s = 1; s < S; ++s) grad_in[i] += extra[(b * (S - 1) + s - 1) * n_img + j];
+      }
+    });
+  }
+}
+
+#ifdef ZSM_WITH_CUDA
+void* GpuStream(OpKernelContext* c) {
+  return c->op_device_context()->stream()->platform_specific_handle().stream;
+}
+
+template <typename T>
+void Forward(GpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in, const T* off,
+             const T* mask, T* cols) {
+  const int err = zsm::deform_im2col_forward_gpu(GpuStream(c), d, in, off, mask, cols);
+  OP_REQUIRES(c, err == 0,
+              errors::Internal("DeformableIm2col CUDA kernel: ", zsm::gpu_error_string(err)));
+}
+
+template <typename T>
+void Backward(GpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in, const T* off,
+              const T* mask, const T* grad_cols, T* grad_in, T* grad_off, T* grad_mask) {
+  const int err = zsm::deform_im2col_backward_gpu(GpuStream(c), d, in, off, mask, grad_cols,
+                                                  grad_in, grad_off, grad_mask);
+  OP_REQUIRES(c, err == 0,
+              errors::Internal("DeformableIm2colGrad CUDA kernel: ", zsm::gpu_error_string(err)));
+}
+#endif
+
+template <typename Device, typename T>
+class DeformIm2colOp : public OpKernel {
+ public:
+  explicit DeformIm2colOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, ReadAttrs(c, &attrs_));
+  }
+
+  void Compute(OpKernelContext* c) override {
+    const Tensor &in = c->input(0), &off = c->input(1), &mask = c->input(2);
+    zsm::DeformDims d;
+    OP_REQUIRES_OK(c, GetDims(attrs_, in, off, mask, &d));
+    Tensor* cols = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({d.B, d.Ho, d.Wo, d.K() * d.C}), &cols));
+    if (cols->NumElements() == 0) return;
+    Forward(Device(), c, d, in.flat<T>().data(), off.flat<T>().data(), mask.flat<T>().data(),
+            cols->flat<T>().data());
+  }
+
+ private:
+  Attrs attrs_;
+};
+
+template <typename Device, typename T>
+class DeformIm2colGradOp : public OpKernel {
+ public:
+  explicit DeformIm2colGradOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, ReadAttrs(c, &attrs_));
+  }
+
+  void Compute(OpKernelContext* c) override {
+    const Tensor &in = c->input(0), &off = c->input(1), &mask = c->input(2),
+                 &grad_cols = c->input(3);
+    zsm::DeformDims d;
+    OP_REQUIRES_OK(c, GetDims(attrs_, in, off, mask, &d));
+    const TensorShape cols_shape({d.B, d.Ho, d.Wo, d.K() * d.C});
+    OP_REQUIRES(c, grad_cols.shape() == cols_shape,
+                errors::InvalidArgument("grad_columns must be ", cols_shape.DebugString(),
+                                        ", got ", grad_cols.shape().DebugString()));
+    Tensor *grad_in = nullptr, *grad_off = nullptr, *grad_mask = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, in.shape(), &grad_in));
+    OP_REQUIRES_OK(c, c->allocate_output(1, off.shape(), &grad_off));
+    OP_REQUIRES_OK(c, c->allocate_output(2, mask.shape(), &grad_mask));
+    Backward(Device(), c, d, in.flat<T>().data(), off.flat<T>().data(), mask.flat<T>().data(),
+             grad_cols.flat<T>().data(), grad_in->flat<T>().data(), grad_off->flat<T>().data(),
+             grad_mask->flat<T>().data());
+  }
+
+ private:
+  Attrs attrs_;
+};
+
+#define ZSM_REGISTER(DEV, TAG, T)                                                  \
+  REGISTER_KERNEL_BUILDER(                                                         \
+      Name("DeformableIm2col").Device(DEV).TypeConstraint<T>("T"),                 \
+      DeformIm2colOp<TAG, T>);                                                     \
+  REGISTER_KERNEL_BUILDER(                                                         \
+      Name("DeformableIm2colGrad").Device(DEV).TypeConstraint<T>("T"),             \
+      DeformIm2colGradOp<TAG, T>);
+
+ZSM_REGISTER(DEVICE_CPU, CpuTag, float)
+ZSM_REGISTER(DEVICE_CPU, CpuTag, double)
+#ifdef ZSM_WITH_CUDA
+ZSM_REGISTER(DEVICE_GPU, GpuTag, float)
+ZSM_REGISTER(DEVICE_GPU, GpuTag, double)
+#endif
+#undef ZSM_REGISTER
+
+}  // namespace
+}  // namespace tensorflow
