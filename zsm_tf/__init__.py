@@ -1,7 +1,31 @@
-"""zsm-tf: Zooming Slow-Mo space-time video super-resolution in TensorFlow / Keras 3."""
+"""zsm-tf: Zooming Slow-Mo space-time video super-resolution in TensorFlow / Keras 3.
+
+``ZoomingSlowMo``, ``load_model`` and ``ops`` are imported lazily, so ``import zsm_tf`` (and the
+``zsm-tf`` command's argument checks) do not start TensorFlow.
+"""
+import importlib
+
 __version__ = "0.1.0"
 
-from zsm_tf.model import ZoomingSlowMo  # noqa: E402
-from zsm_tf import ops  # noqa: E402
+_LAZY = {
+    "ZoomingSlowMo": ("zsm_tf.model", "ZoomingSlowMo"),
+    "load_model": ("zsm_tf.loading", "load_model"),
+    "ops": ("zsm_tf.ops", None),
+    "layers": ("zsm_tf.layers", None),
+}
 
-__all__ = ["ZoomingSlowMo", "ops"]
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'zsm_tf' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

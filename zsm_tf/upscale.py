@@ -1,0 +1,257 @@
+"""zsm-tf upscale INPUT OUTPUT: 4x width and height, 2x frame rate, streamed.
+
+INPUT is a video (anything FFmpeg reads) or a folder of images (sorted by name). OUTPUT is a
+video file (H.264 yuv420p; by extension .mp4 .m4v .mov .mkv .avi, or VP9 .webm) or, without a
+video extension (or ending in /), a folder of PNG frames. K input frames give 2K-1 output frames.
+
+--fps-mode double (default) doubles the frame rate, so the duration is kept and the input's
+audio track is copied; slowmo keeps the input rate (2x slow motion, audio dropped).
+
+Weights: --weights FILE.weights.h5 (from 'zsm-tf convert-weights' or training), its architecture
+from --config or model_config.json beside it (else the default one); without --weights the
+shipped zsm_tf/weights/ are used. Big frames: --tile 128 (input pixels) bounds the memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+PROG = "zsm-tf upscale"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CONFIG_NAME = "model_config.json"
+
+
+class ModelLoadError(Exception):
+    """A problem with the weights / config the user gave (one-line message)."""
+
+
+def default_weights() -> Path:
+    """The shipped ``zsm_tf/weights/*.weights.h5``, or :class:`ModelLoadError`."""
+    found = sorted(WEIGHTS_DIR.glob("*.weights.h5")) if WEIGHTS_DIR.is_dir() else []
+    if not found:
+        raise ModelLoadError(f"no shipped weights in {WEIGHTS_DIR}; pass --weights PATH (a .weights.h5 "
+                             f"from 'zsm-tf convert-weights' or from training)")
+    if len(found) > 1:
+        raise ModelLoadError(f"several weight files in {WEIGHTS_DIR} ({', '.join(p.name for p in found)}); "
+                             f"pick one with --weights")
+    return found[0]
+
+
+def read_config(weights: Path, config=None) -> dict:
+    """ZoomingSlowMo kwargs: ``config`` (a JSON file), else ``model_config.json`` beside the
+    weights, else ``{}`` (the default architecture)."""
+    path = Path(config) if config else weights.parent / CONFIG_NAME
+    if not path.exists():
+        if config:
+            raise ModelLoadError(f"{config}: no such config file")
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: not a readable JSON model config ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{path}: model config must be a JSON object of ZoomingSlowMo arguments")
+    return cfg
+
+
+def load_model(weights=None, config=None):
+    """A ZoomingSlowMo with ``weights`` (default: the shipped ones) and its architecture from
+    ``config`` / ``model_config.json`` beside the weights / the defaults."""
+    weights = Path(weights) if weights else default_weights()
+    if not weights.is_file():
+        raise ModelLoadError(f"{weights}: no such weights file")
+    if not str(weights).endswith(".weights.h5"):
+        raise ModelLoadError(f"{weights}: weights must be a .weights.h5 file "
+                             f"(convert the authors' .pth with 'zsm-tf convert-weights')")
+    cfg = read_config(weights, config)
+    from zsm_tf.model import ZoomingSlowMo
+
+    try:
+        model = ZoomingSlowMo.from_config(cfg) if cfg else ZoomingSlowMo()
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"bad model config {cfg!r}: {e}") from None
+    try:
+        model.load_weights(str(weights))
+    except Exception as e:  # keras raises ValueError / KeyError / h5py errors on a mismatch
+        arch = {k: getattr(model, k, None) for k in ("nf", "groups", "front_rbs", "back_rbs")}
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"{weights}: cannot load into ZoomingSlowMo({', '.join(f'{k}={v}' for k, v in arch.items())}) "
+                             f"({first[:200]}); give the matching architecture with --config or "
+                             f"{CONFIG_NAME} beside the weights") from None
+    return model
+
+
+def quiet_tf() -> None:
+    """Imports TensorFlow without its start-up log lines (oneDNN, CUDA stubs...) on stderr.
+
+    They are written by C++ code before logging is configured, so the only way is to point file
+    descriptor 2 elsewhere during the import; an import error is still raised as usual."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules or os.environ.get("ZSM_TF_DEBUG"):
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--weights", help="a .weights.h5 file (default: the shipped zsm_tf/weights/)")
+    g.add_argument("--config", help=f"JSON of ZoomingSlowMo arguments (default: {CONFIG_NAME} beside "
+                                    "the weights, else the default architecture)")
+    g.add_argument("--window", type=int, default=7, help="input frames per model call (default 7)")
+    g.add_argument("--tile", type=int, help="split frames into SxS tiles (input pixels, multiple of 4) "
+                                            "blended over their overlap: bounds memory on big frames")
+    g.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels (default tile/4)")
+    g.add_argument("--batch", type=int, default=1, help="tiles (x flips) per model call (default 1)")
+    g.add_argument("--self-ensemble", action="store_true",
+                   help="average the outputs of the 4 flips (4x slower, slightly better)")
+
+
+def build_upscaler(args, model):
+    from zsm_tf.inference import SpaceTimeUpscaler
+
+    return SpaceTimeUpscaler(model, window=args.window, tile=args.tile, overlap=args.tile_overlap,
+                             self_ensemble=args.self_ensemble, batch=args.batch)
+
+
+def check_model_args(args) -> None:
+    if args.window < 2:
+        raise ValueError(f"--window must be at least 2, got {args.window}")
+    if args.tile is not None and (args.tile < 16 or args.tile % 4):
+        raise ValueError(f"--tile must be a multiple of 4 and at least 16, got {args.tile}")
+    if args.tile_overlap is not None:
+        if args.tile is None:
+            raise ValueError("--tile-overlap needs --tile")
+        if not 0 <= args.tile_overlap < args.tile or args.tile_overlap % 4:
+            raise ValueError(f"--tile-overlap must be a multiple of 4 in [0, tile), got {args.tile_overlap}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("input", help="video file or folder of images")
+    p.add_argument("output", help="video file (.mp4 .mkv .mov .avi .m4v .webm) or folder for PNG frames")
+    p.add_argument("--fps-mode", choices=("double", "slowmo"), default="double",
+                   help="double: 2x frame rate, same duration, audio kept (default); "
+                        "slowmo: same frame rate, 2x slow motion, no audio")
+    p.add_argument("--fps", type=Fraction, help="input frame rate for an image folder (default 25), "
+                                                "or to override a video's")
+    p.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF, lower is better; default 18)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    add_model_args(p)
+    return p
+
+
+def _err(msg) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def _note(args, msg) -> None:
+    if not args.quiet:
+        print(f"{PROG}: note: {msg}", file=sys.stderr)
+
+
+def run(args) -> int:
+    from zsm_tf import video_io as vio
+
+    check_model_args(args)
+    if args.fps is not None and args.fps <= 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
+    src = vio.open_source(args.input, fps=args.fps)
+    try:
+        info = src.info
+        frames = iter(src)
+        first = [f for _, f in zip(range(2), frames)]   # 0 or 1 frame: fail before any work
+        if len(first) < 2:
+            raise vio.MediaError(f"{args.input}: has {len(first)} frame{'s' if len(first) != 1 else ''}; "
+                                 f"need at least 2 to interpolate")
+        vio.check_output_path(args.output, args.input)
+        out_fps = info.fps * 2 if args.fps_mode == "double" else info.fps
+        audio = None
+        if info.has_audio:
+            if args.fps_mode == "double" and vio.is_video_path(args.output):
+                audio = info.path
+            elif args.fps_mode == "slowmo":
+                _note(args, "audio dropped: in slowmo mode it would be out of sync")
+            else:
+                _note(args, "audio dropped: the output is a folder of frames")
+
+        quiet_tf()
+        model = load_model(args.weights, args.config)
+        upscaler = build_upscaler(args, model)
+
+        from tqdm import tqdm
+
+        def all_frames():
+            yield from first
+            yield from frames
+
+        total = 2 * info.num_frames - 1 if info.num_frames else None
+        w, h = info.width * 4, info.height * 4
+        with vio.open_writer(args.output, w, h, out_fps, audio_from=audio, crf=args.crf) as writer, \
+                tqdm(total=total, unit="frame", desc="upscale", disable=args.quiet, dynamic_ncols=True,
+                     file=sys.stderr) as bar:
+            for out in upscaler.stream(all_frames()):
+                writer.write(out)
+                bar.update(1)
+            n_out = bar.n
+        if not args.quiet:
+            what = "video" if vio.is_video_path(args.output) else "PNG frames"
+            print(f"wrote {args.output}: {n_out} frames {w}x{h} at {float(out_fps):.3f} fps ({what}"
+                  f"{', audio copied' if audio else ''})", file=sys.stderr)
+        return 0
+    finally:
+        src.close()
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:   # --help (0) or a usage error (2, message printed by argparse)
+        return int(e.code or 0)
+    from zsm_tf.video_io import MediaError
+
+    try:
+        return run(args)
+    except (MediaError, ModelLoadError, ValueError) as e:
+        _err(e)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except MemoryError:
+        _err("out of memory; use --tile (e.g. --tile 128) to process frames in pieces")
+    except OSError as e:
+        _err(f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}")
+    except Exception as e:  # no traceback for the user; ZSM_TF_DEBUG=1 shows it
+        if os.environ.get("ZSM_TF_DEBUG"):
+            raise
+        if type(e).__name__ == "ResourceExhaustedError":
+            _err("out of memory; use --tile (e.g. --tile 128) to process frames in pieces")
+            return 1
+        msg = (str(e).strip().splitlines() or [""])[0][:300]
+        _err(f"unexpected {type(e).__name__}: {msg} (set ZSM_TF_DEBUG=1 for the traceback)")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
