@@ -43,7 +43,7 @@ setup(
     extras_require={
         "convert": ["torch"],
         "serving": ["tensorflow-serving-api"],
-        "test": ["pytest"],
+        "test": ["pytest", "tensorflow-serving-api>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["zsm-tf=zsm_tf.cli:main"]},
 )

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ZoomingSlowMo": ("zsm_tf.model", "ZoomingSlowMo"),
     "load_model": ("zsm_tf.loading", "load_model"),
+    "ModelLoadError": ("zsm_tf.loading", "ModelLoadError"),
     "ops": ("zsm_tf.ops", None),
     "layers": ("zsm_tf.layers", None),
 }

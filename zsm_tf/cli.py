@@ -12,6 +12,7 @@ COMMANDS = {
     "convert-weights": ("zsm_tf.convert", "convert the authors' .pth/.npz checkpoint to .weights.h5"),
     "upscale": ("zsm_tf.upscale", "upscale a video or image folder: 4x size, 2x frame rate"),
     "evaluate": ("zsm_tf.evaluate", "PSNR/SSIM-Y of the model vs bicubic + frame blending"),
+    "export": ("zsm_tf.export", "export a SavedModel for TensorFlow Serving (same as export.py)"),
     "demo": ("zsm_tf.demo", "forward pass of the default model on generated frames, timed"),
 }
 

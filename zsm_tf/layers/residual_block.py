@@ -47,6 +47,8 @@ class ResidualTrunk(keras.layers.Layer):
         self.num_blocks = num_blocks
         self.blocks = [ResidualBlockNoBN(nf, name=f"block_{i}", dtype=self.dtype_policy)
                        for i in range(num_blocks)]
+        for i, block in enumerate(self.blocks):  # Keras lists are invisible to tf.train.Checkpoint
+            self._track_trackable(block, name=f"block_{i}")
 
     def build(self, input_shape=None):
         for block in self.blocks:

@@ -1,0 +1,412 @@
+"""Export for TensorFlow Serving (zsm_tf/export.py) and model loading (zsm_tf/loading.py).
+
+One tiny model (nf=8, groups=1, front_rbs=1, back_rbs=1) is saved as a training run would save it
+(model_config.json + tf.train.CheckpointManager checkpoints, trained with the compiled op's
+config), exported once, and the export is loaded in a fresh Python process that imports only
+TensorFlow.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zsm_tf import ZoomingSlowMo
+from zsm_tf import export as zexport
+from zsm_tf.inference import pad_frames
+from zsm_tf.loading import ModelLoadError, load_model, resolve_source, untracked_variables
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(nf=8, groups=1, front_rbs=1, back_rbs=1)
+# (B, N, H, W): odd sizes (18x30 -> padded 20x32), batch 2, N = 2..4, edge padding (2x3)
+SHAPES = [(1, 2, 18, 30), (2, 3, 8, 12), (1, 4, 5, 7), (1, 2, 2, 3)]
+
+
+def _tiny_model(deform_impl="gather"):
+    keras.utils.set_random_seed(5)
+    model = ZoomingSlowMo(**TINY, deform_impl=deform_impl)
+    # random init gives outputs ~1e-3: spread them around 0.5 so uint8 rounding is meaningful
+    last = model.reconstructor.conv_last
+    last.kernel.assign(last.kernel * 100.0)
+    last.bias.assign(tf.fill(last.bias.shape, 0.5))
+    return model
+
+
+def _subprocess_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "")
+    return env
+
+
+def _tree_digest(path):
+    digest = {}
+    for d, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(d, f)
+            digest[os.path.relpath(p, path)] = (os.path.getmtime(p),
+                                                hashlib.sha256(Path(p).read_bytes()).hexdigest())
+    return digest
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A training output dir as train.py writes it: config (trained with the compiled op) and
+    CheckpointManager checkpoints of tf.train.Checkpoint(model=..., step=...)."""
+    model = _tiny_model()
+    untracked = untracked_variables(model)
+    if untracked:
+        pytest.fail(f"tf.train.Checkpoint cannot save {len(untracked)} model variables (e.g. "
+                    f"{untracked[0]}): ResidualTrunk's list of blocks is not TF-tracked")
+    d = tmp_path_factory.mktemp("run")
+    config = {**model.get_config(), "deform_impl": "custom_op"}
+    (d / "model_config.json").write_text(json.dumps(config))
+    ckpt = tf.train.Checkpoint(model=model, step=tf.Variable(0, dtype=tf.int64))
+    manager = tf.train.CheckpointManager(ckpt, str(d / "checkpoints"), max_to_keep=2)
+    manager.save()
+    ckpt.step.assign(7)
+    for v in model.trainable_variables[:3]:  # the latest checkpoint differs from the first
+        v.assign(v * 1.01)
+    manager.save()
+    return d, model
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    d, model = run_dir
+    out = tmp_path_factory.mktemp("exp") / "serving" / "zsm"
+    rc = zexport.main(["--checkpoint", str(d), "--output-dir", str(out),
+                       "--warmup-shapes", "2x12x20,3x8x8"])
+    assert rc == 0
+    return out, model
+
+
+def test_export_from_checkpoint_layout(exported):
+    out, _ = exported
+    assert sorted(os.listdir(out)) == ["1"]  # no staging folder left
+    v1 = out / "1"
+    assert (v1 / "saved_model.pb").is_file()
+    assert (v1 / "variables" / "variables.index").is_file()
+    assert (v1 / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    ops = zexport.graph_ops(str(v1))
+    assert "Conv2D" in ops and "GatherV2" in ops
+    assert not ops & zexport.CUSTOM_OPS
+    zexport.check_stock_ops(str(v1))
+
+
+FRESH = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.framework import op_def_registry
+
+    export_dir, out_path, shapes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    loaded = tf.saved_model.load(export_dir)
+    rng = np.random.default_rng(0)
+    arrays, info = {}, {"signatures": {}}
+    for name, fn in loaded.signatures.items():
+        spec = fn.structured_input_signature[1]
+        info["signatures"][name] = {
+            "inputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in spec.items()},
+            "outputs": {k: [v.dtype.name, v.shape.as_list()]
+                        for k, v in fn.structured_outputs.items()}}
+    for i, shape in enumerate(shapes):
+        x = rng.integers(0, 256, size=shape + [3], dtype=np.uint8)
+        arrays[f"x{i}"] = x
+        arrays[f"u{i}"] = loaded.signatures["serving_default"](
+            frames=tf.constant(x))["frames"].numpy()
+        arrays[f"f{i}"] = loaded.signatures["predict_float"](
+            frames=tf.constant(x.astype(np.float32) / 255.0))["frames"].numpy()
+    np.savez(out_path, **arrays)
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    info["zsm_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "zsm_tf")
+    info["custom_op_registered"] = op_def_registry.get("DeformableIm2col") is not None
+    info["custom_op_library_mapped"] = "deform_im2col" in maps
+    print(json.dumps(info))
+""")
+
+
+def test_fresh_process_serves_both_signatures(exported, tmp_path):
+    out, model = exported
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH)
+    result = tmp_path / "result.npz"
+    proc = subprocess.run(
+        [sys.executable, "-I", str(script), str(out / "1"), str(result), json.dumps(SHAPES)],
+        cwd=tmp_path, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["zsm_modules"] == []
+    assert not info["custom_op_registered"] and not info["custom_op_library_mapped"]
+    sigs = info["signatures"]
+    assert set(sigs) == {"serving_default", "predict_float"}
+    spec = [None, None, None, None, 3]
+    assert sigs["serving_default"] == {"inputs": {"frames": ["uint8", spec]},
+                                       "outputs": {"frames": ["uint8", spec]}}
+    assert sigs["predict_float"] == {"inputs": {"frames": ["float32", spec]},
+                                     "outputs": {"frames": ["float32", spec]}}
+
+    with np.load(result) as r:
+        for i, (b, n, h, w) in enumerate(SHAPES):
+            x, u, f = r[f"x{i}"], r[f"u{i}"], r[f"f{i}"]
+            want_shape = (b, 2 * n - 1, 4 * h, 4 * w, 3)
+            assert u.shape == f.shape == want_shape
+            assert u.dtype == np.uint8 and f.dtype == np.float32
+            ref = model(pad_frames(x.astype(np.float32) / 255.0)).numpy()[:, :, :4 * h, :4 * w]
+            ref = np.clip(ref, 0.0, 1.0)
+            assert 0.01 < ref.std() and (ref == 0).mean() + (ref == 1).mean() < 0.05
+            np.testing.assert_allclose(f, ref, atol=1e-5)
+            ref_u8 = np.round(ref * 255.0)
+            diff = np.abs(u.astype(np.int32) - ref_u8)
+            assert diff.max() <= 1, f"shape {want_shape}: off by {diff.max()}"
+            assert (diff == 0).mean() > 0.99
+
+
+def _fields(buf):
+    """{field number: [bytes]} of a protobuf message whose fields are all length-delimited."""
+    out, i = {}, 0
+
+    def varint():
+        nonlocal i
+        shift = value = 0
+        while True:
+            byte = buf[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while i < len(buf):
+        key = varint()
+        assert key & 7 == 2, "only length-delimited fields expected"
+        n = varint()
+        out.setdefault(key >> 3, []).append(buf[i:i + n])
+        i += n
+    return out
+
+
+def _parse_warmup(raw):
+    """(model name, signature, {input: array}) of a serialized PredictionLog, with the
+    tensorflow-serving-api protos when installed, else by hand (field numbers of
+    tensorflow_serving/apis/{prediction_log,predict,model}.proto)."""
+    from tensorflow.core.framework import tensor_pb2
+
+    try:
+        from tensorflow_serving.apis import prediction_log_pb2
+    except ImportError:
+        (predict_log,) = _fields(raw)[6]  # PredictionLog.predict_log
+        (request,) = _fields(predict_log)[1]  # PredictLog.request
+        req = _fields(request)
+        (spec,) = req[1]  # PredictRequest.model_spec
+        spec = _fields(spec)
+        inputs = {}
+        for entry in req.get(2, []):  # PredictRequest.inputs map entries
+            e = _fields(entry)
+            inputs[e[1][0].decode()] = tf.make_ndarray(tensor_pb2.TensorProto.FromString(e[2][0]))
+        return spec[1][0].decode(), spec[3][0].decode(), inputs
+    log = prediction_log_pb2.PredictionLog.FromString(raw)
+    assert log.WhichOneof("log_type") == "predict_log"
+    req = log.predict_log.request
+    return (req.model_spec.name, req.model_spec.signature_name,
+            {k: tf.make_ndarray(v) for k, v in req.inputs.items()})
+
+
+def test_warmup_records_parse(exported):
+    out, _ = exported
+    path = out / "1" / "assets.extra" / "tf_serving_warmup_requests"
+    records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+    assert len(records) == 4  # 2 shapes x 2 signatures
+    seen = []
+    for raw in records:
+        name, signature, inputs = _parse_warmup(raw)
+        assert name == "zsm" and list(inputs) == ["frames"]
+        arr = inputs["frames"]
+        seen.append((signature, arr.dtype.name, arr.shape))
+        if arr.dtype == np.float32:
+            assert 0.0 <= arr.min() and arr.max() <= 1.0
+    assert seen == [("serving_default", "uint8", (1, 2, 12, 20, 3)),
+                    ("predict_float", "float32", (1, 2, 12, 20, 3)),
+                    ("serving_default", "uint8", (1, 3, 8, 8, 3)),
+                    ("predict_float", "float32", (1, 3, 8, 8, 3))]
+
+
+def test_hand_encoder_matches_serving_protos():
+    pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    frames = np.arange(2 * 3 * 5 * 3, dtype=np.uint8).reshape(1, 2, 3, 5, 3)
+    for sig, x in (("serving_default", frames), ("predict_float", frames / np.float32(255))):
+        a = zexport.encode_prediction_log("zsm", sig, {"frames": x})
+        b = zexport.serialize_prediction_log("zsm", sig, {"frames": x})
+        assert a == b
+
+
+def test_second_export_is_version_2_and_leaves_version_1(exported, run_dir, capsys):
+    out, _ = exported
+    d, _ = run_dir
+    before = _tree_digest(out / "1")
+    assert zexport.main(["--checkpoint", str(d), "--output-dir", str(out), "--no-check",
+                         "--warmup-shapes", "none"]) == 0
+    assert sorted(os.listdir(out)) == ["1", "2"]
+    assert (out / "2" / "saved_model.pb").is_file()
+    assert not (out / "2" / "assets.extra").exists()
+    assert _tree_digest(out / "1") == before
+    capsys.readouterr()
+    # an existing version is never overwritten
+    assert zexport.main(["--checkpoint", str(d), "--output-dir", str(out), "--version", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("export.py: error: version 1 already exists") and err.count("\n") == 1
+    assert sorted(os.listdir(out)) == ["1", "2"] and _tree_digest(out / "1") == before
+
+
+def test_bad_checkpoint_path_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "exported" / "zsm"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "export.py"), "--checkpoint", str(tmp_path / "no_such_run"),
+         "--output-dir", str(out)],
+        cwd=tmp_path, env=_subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()  # `import zsm_tf` is lazy: TensorFlow never starts
+    assert len(lines) == 1 and lines[0].startswith("export.py: error: "), proc.stderr
+    assert "no_such_run" in lines[0]
+    assert not (tmp_path / "exported").exists()
+
+
+def test_gather_model_copies_weights():
+    trained = _tiny_model(deform_impl="custom_op")  # built, never called: no compiled op needed
+    clone = zexport.gather_model(trained)
+    assert clone is not trained and clone.deform_impl == "gather" and not clone.uses_custom_op
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(clone.weights, trained.weights))
+    assert zexport.gather_model(clone) is clone
+
+
+def test_custom_op_in_graph_is_refused(monkeypatch):
+    monkeypatch.setattr(zexport, "graph_ops", lambda d: {"Conv2D", "DeformableIm2col"})
+    with pytest.raises(zexport.ExportError, match="cannot run: DeformableIm2col$"):
+        zexport.check_stock_ops("unused")
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    def boom(model, path):
+        os.makedirs(os.path.join(path, "variables"))
+        raise RuntimeError("disk full\nsecond line")
+
+    monkeypatch.setattr(zexport, "write_saved_model", boom)
+    out = tmp_path / "a" / "b"
+    with pytest.raises(zexport.ExportError, match="export failed: RuntimeError: disk full$"):
+        zexport.export_model(object(), str(out))
+    assert not (tmp_path / "a").exists()
+    out.mkdir(parents=True)
+    (out / "1").mkdir()
+    with pytest.raises(zexport.ExportError):
+        zexport.export_model(object(), str(out))
+    assert sorted(os.listdir(out)) == ["1"]
+
+
+@pytest.mark.parametrize("h,w", [(18, 30), (8, 12), (5, 7), (2, 3), (1, 1), (4, 6), (3, 2)])
+def test_pad_to_multiple_matches_pad_frames(h, w):
+    x = np.random.default_rng(h * 100 + w).random((1, 2, h, w, 3), dtype=np.float32)
+    got = zexport.pad_to_multiple(tf.constant(x)).numpy()
+    np.testing.assert_array_equal(got, pad_frames(x))
+
+
+def test_load_model_sources(tmp_path):
+    model = _tiny_model()
+    config = model.get_config()
+
+    def same_weights(other):
+        assert len(other.weights) == len(model.weights)
+        for a, b in zip(other.weights, model.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+    # .weights.h5 with model_config.json beside it, and with <name>.json
+    a = tmp_path / "a"
+    a.mkdir()
+    model.save_weights(str(a / "m.weights.h5"))
+    (a / "model_config.json").write_text(json.dumps({**config, "deform_impl": "custom_op"}))
+    loaded = load_model(str(a / "m.weights.h5"), deform_impl="gather")
+    assert loaded.deform_impl == "gather"
+    same_weights(loaded)
+    b = tmp_path / "b"
+    b.mkdir()
+    model.save_weights(str(b / "zsm.weights.h5"))
+    (b / "zsm.json").write_text(json.dumps(config))
+    assert resolve_source(str(b / "zsm.weights.h5")).config_path == str(b / "zsm.json")
+    # training output dir with final.weights.h5 only
+    (b / "model_config.json").write_text(json.dumps(config))
+    model.save_weights(str(b / "final.weights.h5"))
+    assert resolve_source(str(b)).weights == str(b / "final.weights.h5")
+    # .keras archive
+    model.save(str(tmp_path / "m.keras"))
+    loaded = load_model(str(tmp_path / "m.keras"), "gather")
+    assert loaded.deform_impl == "gather"
+    same_weights(loaded)
+
+    # errors: one line, our exception
+    c = tmp_path / "c"
+    c.mkdir()
+    model.save_weights(str(c / "x.weights.h5"))
+    bad = {str(c / "x.weights.h5"): "no model config",
+           str(tmp_path / "missing"): "no such file or directory",
+           str(tmp_path / "empty_dir_that_exists"): "not a training output dir",
+           str(tmp_path / "notes.txt"): "unsupported model path"}
+    (tmp_path / "empty_dir_that_exists").mkdir()
+    (tmp_path / "notes.txt").write_text("hi")
+    for path, msg in bad.items():
+        with pytest.raises(ModelLoadError, match=msg) as e:
+            load_model(path)
+        assert "\n" not in str(e.value)
+    # weights of another model size
+    (c / "model_config.json").write_text(json.dumps({**config, "nf": 16}))
+    with pytest.raises(ModelLoadError, match="cannot load the weights") as e:
+        load_model(str(c / "x.weights.h5"))
+    assert "\n" not in str(e.value)
+
+
+def test_serving_config_files_parse():
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+
+    model_server_config_pb2 = pytest.importorskip(
+        "tensorflow_serving.config.model_server_config_pb2")
+    cfg = text_format.Parse((ROOT / "serving" / "models.config").read_text(),
+                            model_server_config_pb2.ModelServerConfig())
+    (entry,) = cfg.model_config_list.config
+    assert (entry.name, entry.base_path, entry.model_platform) == ("zsm", "/models/zsm",
+                                                                   "tensorflow")
+
+    # BatchingParameters (tensorflow_serving/servables/tensorflow/session_bundle_config.proto) is
+    # not in the pip package: the same fields, built here, to check the file's syntax and names
+    pool = descriptor_pool.DescriptorPool()
+    from google.protobuf import wrappers_pb2
+
+    wrappers = descriptor_pb2.FileDescriptorProto()
+    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
+    pool.Add(wrappers)
+    f = descriptor_pb2.FileDescriptorProto(name="bp.proto", package="t", syntax="proto3",
+                                           dependency=["google/protobuf/wrappers.proto"])
+    m = f.message_type.add(name="BatchingParameters")
+    fd = descriptor_pb2.FieldDescriptorProto
+    for num, name, kind in [(1, "max_batch_size", "Int64Value"),
+                            (2, "batch_timeout_micros", "Int64Value"),
+                            (3, "max_enqueued_batches", "Int64Value"),
+                            (4, "num_batch_threads", "Int64Value"),
+                            (5, "thread_pool_name", "StringValue")]:
+        m.field.add(name=name, number=num, type=fd.TYPE_MESSAGE, label=fd.LABEL_OPTIONAL,
+                    type_name=f".google.protobuf.{kind}")
+    m.field.add(name="allowed_batch_sizes", number=6, type=fd.TYPE_INT64, label=fd.LABEL_REPEATED)
+    m.field.add(name="pad_variable_length_inputs", number=7, type=fd.TYPE_BOOL,
+                label=fd.LABEL_OPTIONAL)
+    pool.Add(f)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("t.BatchingParameters"))
+    params = text_format.Parse((ROOT / "serving" / "batching_parameters.txt").read_text(), cls())
+    sizes = list(params.allowed_batch_sizes)
+    assert sizes == sorted(sizes) and sizes[-1] == params.max_batch_size.value
+    assert not params.pad_variable_length_inputs
