@@ -202,3 +202,12 @@ def test_tf_checkpoint_restores_every_variable(tmp_path):
     tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
     for a, b in zip(model.variables, fresh.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_mixed_precision_outputs_float32_and_blocks_differ():
+    model = ZoomingSlowMo(nf=8, groups=1, front_rbs=2, back_rbs=1, deform_impl="gather",
+                          dtype="mixed_bfloat16")
+    out = model(tf.random.uniform([1, 2, 8, 8, 3]))
+    assert out.dtype == tf.float32 and out.shape == (1, 3, 32, 32, 3)
+    blocks = model.feature_extractor.feature_extraction.blocks
+    assert not np.allclose(blocks[0].conv1.kernel.numpy(), blocks[1].conv1.kernel.numpy())

@@ -76,7 +76,9 @@ class ZoomingSlowMo(keras.Model):
         feats = self.convlstm(seq)
         t = 2 * n - 1
         out = self.reconstructor(tf.reshape(feats, [b * t, h, w, nf]))
-        return tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
+        out = tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
+        # float32 out under a mixed-precision policy (float64 models stay float64)
+        return out if out.dtype in (tf.float32, tf.float64) else tf.cast(out, tf.float32)
 
     def torch_params(self):
         """{the authors' parameter name: our variable}, e.g. ``"conv_first.weight"``."""

@@ -6,8 +6,11 @@ import tensorflow as tf
 
 from zsm_tf.layers.common import build_conv, conv2d, conv_params
 
-# kaiming_normal(fan_in) scaled by 0.1, as the reference initialises its residual blocks
-_RB_INIT = keras.initializers.VarianceScaling(scale=0.02, mode="fan_in",
+
+def _rb_init():
+    """kaiming_normal(fan_in) scaled by 0.1, as the reference initialises its residual blocks
+    (a new initializer per conv: a shared one would give every block the same weights)."""
+    return keras.initializers.VarianceScaling(scale=0.02, mode="fan_in",
                                               distribution="untruncated_normal")
 
 
@@ -18,8 +21,8 @@ class ResidualBlockNoBN(keras.layers.Layer):
     def __init__(self, nf=64, **kwargs):
         super().__init__(**kwargs)
         self.nf = nf
-        self.conv1 = conv2d(nf, name="conv1", kernel_initializer=_RB_INIT, dtype=self.dtype_policy)
-        self.conv2 = conv2d(nf, name="conv2", kernel_initializer=_RB_INIT, dtype=self.dtype_policy)
+        self.conv1 = conv2d(nf, name="conv1", kernel_initializer=_rb_init(), dtype=self.dtype_policy)
+        self.conv2 = conv2d(nf, name="conv2", kernel_initializer=_rb_init(), dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         build_conv(self.conv1, self.nf)

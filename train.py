@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Train Zooming Slow-Mo.
+
+  python train.py                                  # quick start: small model, generated data
+  python train.py --config configs/zsm_vimeo.yaml --data vimeo:/data/vimeo_septuplet
+  python train.py --data videos:../shared/videos --steps 2000
+  python train.py --strategy mirrored --cpu-replicas 2 --config configs/smoke.yaml
+  TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
+              "task": {"type": "worker", "index": 0}}' python train.py --strategy multi_worker
+
+Rerunning the same command after an interruption (even kill -9) resumes from the last
+checkpoint in OUTPUT/checkpoints. See docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from anywhere
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Train Zooming Slow-Mo (space-time video SR).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (default: built-in quick start, "
+                                    "= configs/default.yaml)")
+    p.add_argument("--data", help="synthetic (default) | synthetic:N | vimeo:DIR | videos:DIR")
+    p.add_argument("--lr-dir", help="vimeo: prepared LR septuplets (else bicubic x4 on the fly)")
+    p.add_argument("--strategy", default="default",
+                   choices=["default", "one_device", "mirrored", "multi_worker", "tpu"])
+    p.add_argument("--cpu-replicas", type=int, default=None,
+                   help="split the CPU into N logical devices (mirrored training without GPUs)")
+    p.add_argument("--tpu", default=None, help="TPU name / address for --strategy tpu")
+    p.add_argument("--steps", type=int, help="train up to this global step")
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--lr-patch", type=int, help="LR patch side (HR = 4x)")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--checkpoint-every", type=int, metavar="K")
+    p.add_argument("--val-every", type=int, metavar="K")
+    p.add_argument("--val-clips", type=int, metavar="N",
+                   help="clips in the fixed validation batch (0: no validation)")
+    p.add_argument("--output-dir", default="runs/zsm")
+    p.add_argument("--mixed-precision", choices=["bf16", "fp16"])
+    p.add_argument("--seed", type=int, help="data seed")
+    p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option override, e.g. --model nf=32 --model back_rbs=10")
+    p.add_argument("--init-weights", metavar="PATH",
+                   help="start from these .weights.h5 (ignored when resuming a checkpoint)")
+    p.add_argument("--jit-compile", action="store_true", help="XLA-compile forward + backward")
+    p.add_argument("--deterministic", action="store_true",
+                   help="tf.config.experimental.enable_op_determinism() (slower)")
+    return p.parse_args(argv)
+
+
+def _value(text):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def build_config(args):
+    from zsm_tf.training.config import load_config
+
+    over = {"model": {}, "data": {}, "train": {}}
+    if args.data:
+        over["data"]["source"] = args.data
+    if args.lr_dir:
+        over["data"]["lr_dir"] = args.lr_dir
+    if args.lr_patch:
+        over["data"]["lr_patch"] = args.lr_patch
+    if args.val_clips is not None:
+        over["data"]["val_clips"] = args.val_clips
+    if args.seed is not None:
+        over["data"]["seed"] = args.seed
+    for key, name in (("steps", "steps"), ("batch_size", "global_batch"),
+                      ("learning_rate", "lr"), ("checkpoint_every", "checkpoint_every"),
+                      ("val_every", "val_every"), ("mixed_precision", "mixed_precision")):
+        v = getattr(args, key)
+        if v is not None:
+            over["train"][name] = v
+    if args.init_weights:
+        over["train"]["init_weights"] = args.init_weights
+    if args.jit_compile:
+        over["train"]["jit_compile"] = True
+    for item in args.model:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--model expects KEY=VALUE, got {item!r}")
+        over["model"][k.strip()] = _value(v)
+    return load_config(args.config, over)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_config(args)
+    # The strategy (and --cpu-replicas) must be set up before TensorFlow runs any op.
+    from zsm_tf.training.strategy import make_strategy
+
+    strategy = make_strategy(args.strategy, args.cpu_replicas, args.tpu)
+    if args.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    from zsm_tf.training.trainer import Trainer
+
+    trainer = Trainer(cfg, strategy, args.output_dir)
+    result = trainer.fit()
+    if trainer.num_workers > 1:
+        print(f"worker {trainer.task_id}: finished at step {result['step']}, weights checksum "
+              f"{result['checksum']:.6f}", flush=True)
+    if trainer.chief and result["losses"]:
+        ls = result["losses"]
+        k = max(1, min(10, len(ls) // 4))
+        print(f"Done: step {result['step']}; loss over the first {k} steps of this run "
+              f"{sum(ls[:k]) / k:.4f}, over the last {k} {sum(ls[-k:]) / k:.4f}"
+              + (f"; validation PSNR {result['val_psnr']:.2f} dB" if result["val_psnr"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

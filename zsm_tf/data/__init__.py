@@ -1,0 +1,56 @@
+"""Training data: generated clips, Vimeo-90K septuplets, folders of videos.
+
+``make_source(spec, ...)`` turns a ``--data`` value into a source:
+
+* ``synthetic`` (default): the built-in generated data set (:mod:`zsm_tf.data.synthetic`);
+  ``synthetic:N`` a fixed set of N generated clips;
+* ``vimeo:DIR``: Vimeo-90K septuplets (:mod:`zsm_tf.data.vimeo`);
+* ``videos:DIR``: every video file under DIR, decoded with PyAV (:mod:`zsm_tf.data.video_clips`).
+
+:mod:`zsm_tf.data.pipeline` builds the resumable, shardable ``tf.data`` pipelines from a source.
+"""
+from __future__ import annotations
+
+from zsm_tf.data.augment import apply_ops, augment_pair
+from zsm_tf.data.pipeline import (downscale, fixed_batch, index_stream, make_pair, shard_stream,
+                                  train_dataset, upscale_bicubic)
+from zsm_tf.data.synthetic import SyntheticClips, render_clip
+from zsm_tf.data.video_clips import VideoFolder
+from zsm_tf.data.vimeo import VimeoSeptuplets
+
+__all__ = ["SyntheticClips", "VimeoSeptuplets", "VideoFolder", "make_source", "train_dataset",
+           "fixed_batch", "make_pair", "downscale", "upscale_bicubic", "augment_pair",
+           "apply_ops", "index_stream", "shard_stream", "render_clip", "parse_spec"]
+
+
+def parse_spec(spec):
+    """``"kind:arg"`` -> ``(kind, arg or None)``."""
+    spec = (spec or "synthetic").strip()
+    kind, _, arg = spec.partition(":")
+    kind = kind.lower()
+    if kind not in ("synthetic", "vimeo", "videos"):
+        raise ValueError(f"unknown data {spec!r}: use synthetic, synthetic:N, vimeo:DIR or "
+                         "videos:DIR")
+    if kind in ("vimeo", "videos") and not arg:
+        raise ValueError(f"--data {kind}:DIR needs a directory")
+    return kind, (arg or None)
+
+
+def make_source(spec, *, hr_patch=128, frames=7, scale=4, seed=0, validation=False, lr_dir=None,
+                video_resize=1.0, limit=None):
+    """The training (or, with ``validation=True``, validation) source for a ``--data`` spec.
+
+    Validation sources take centre crops: the Vimeo test list, generated scenes of another seed,
+    or windows spread over the same video folder (not held out).
+    """
+    kind, arg = parse_spec(spec)
+    if kind == "synthetic":
+        n = int(arg) if arg else None
+        # a fixed set validates on its own clips (an overfitting check); a stream on new scenes
+        return SyntheticClips(hr_patch, frames, seed + (1_000_003 if validation and n is None
+                                                        else 0), num_clips=n)
+    crop = "center" if validation else "random"
+    if kind == "vimeo":
+        return VimeoSeptuplets(arg, "test" if validation else "train", hr_patch, scale,
+                               lr_dir=lr_dir, crop=crop, frames=frames, limit=limit)
+    return VideoFolder(arg, frames, hr_patch, resize=video_resize, crop=crop)

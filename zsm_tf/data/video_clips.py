@@ -1,0 +1,164 @@
+"""Training clips from a folder of video files, decoded with PyAV.
+
+Every run of ``frames`` (7) consecutive frames of every video is one item (windows overlap);
+a sample is an item plus a random ``hr_patch`` x ``hr_patch`` crop (optionally of a region
+``1/resize`` times larger, downscaled with a bicubic antialiasing filter, which also removes
+much of the compression noise of full-size footage). Inputs are the odd frames at LR
+(bicubic x4 on the fly), targets all frames.
+
+Scanning only demuxes (no decoding): it lists every video packet's presentation time stamp, so
+frame ``i`` of a file is the ``i``-th smallest time stamp, whatever the frame rate (odd rates,
+variable rates, B-frames). Reading a window seeks to the key frame before it and decodes forward
+until the window's time stamps are all seen (falling back to decoding from the start if a seek
+lands late). Decoding runs in ``tf.numpy_function`` inside the ``tf.data`` pipeline, so this
+source needs a Python host (fine for GPUs and TPU VMs, not for remote TPU nodes).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
+              ".ts", ".mts", ".3gp", ".ogv", ".y4m", ".gif"}
+
+
+def probe(path):
+    """``(sorted presentation time stamps of the video packets, width, height)`` or None."""
+    import av
+
+    try:
+        with av.open(os.fspath(path)) as c:
+            if not c.streams.video:
+                return None
+            st = c.streams.video[0]
+            w, h = st.codec_context.width, st.codec_context.height
+            pts = [p.pts for p in c.demux(st) if p.pts is not None and p.size > 0]
+    except Exception:  # not a video PyAV can read
+        return None
+    if not pts or not w or not h:
+        return None
+    return sorted(pts), int(w), int(h)
+
+
+def read_frames(path, pts, start, count, box=None):
+    """Frames ``start .. start+count-1`` of a video (``pts`` from :func:`probe`) as uint8
+    ``[count, H, W, 3]`` RGB, cropped to ``box = (y0, x0, h, w)`` if given."""
+    import av
+
+    want = [int(p) for p in pts[start:start + count]]
+    index = {p: i for i, p in enumerate(want)}
+
+    def crop(a):
+        if box is None:
+            return a
+        y0, x0, h, w = box
+        return a[y0:y0 + h, x0:x0 + w]
+
+    def decode(seek):
+        got = [None] * len(want)
+        left = len(want)
+        with av.open(os.fspath(path)) as c:
+            st = c.streams.video[0]
+            if seek and start > 0:
+                c.seek(want[0], stream=st, backward=True, any_frame=False)
+            for frame in c.decode(st):
+                i = index.get(frame.pts)
+                if i is None or got[i] is not None:
+                    if frame.pts is not None and frame.pts > want[-1] and left == 0:
+                        break
+                    continue
+                got[i] = crop(frame.to_ndarray(format="rgb24"))
+                left -= 1
+                if left == 0:
+                    break
+        return got
+
+    got = decode(seek=True)
+    if any(g is None for g in got):
+        got = decode(seek=False)
+    if any(g is None for g in got):
+        raise IOError(f"could not decode frames {start}..{start + count - 1} of {path}")
+    return np.stack(got)
+
+
+class VideoFolder:
+    """All ``frames``-frame windows of the videos under ``root`` (searched recursively)."""
+
+    kind = "videos"
+
+    def __init__(self, root, frames=7, hr_patch=128, resize=1.0, crop="random", stride=1,
+                 files=None):
+        self.root = Path(root)
+        self.frames = int(frames)
+        self.hr_patch = int(hr_patch)
+        self.resize = float(resize)
+        self.crop = crop
+        self.region = int(round(self.hr_patch / self.resize))
+        if files is None:
+            files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_EXTS)
+        self.videos = []
+        self.skipped = []
+        for f in files:
+            info = probe(f)
+            if info is None or len(info[0]) < self.frames or min(info[1], info[2]) < self.region:
+                self.skipped.append(os.fspath(f))
+                continue
+            self.videos.append({"path": os.fspath(f), "pts": info[0], "width": info[1],
+                                "height": info[2]})
+        if not self.videos:
+            raise FileNotFoundError(
+                f"no usable video under {root} (need >= {self.frames} frames and frames of at "
+                f"least {self.region}x{self.region}; skipped {len(self.skipped)})")
+        win_file, win_start = [], []
+        for i, v in enumerate(self.videos):
+            starts = range(0, len(v["pts"]) - self.frames + 1, int(stride))
+            win_file += [i] * len(starts)
+            win_start += list(starts)
+        self._win_file = np.asarray(win_file, np.int64)
+        self._win_start = np.asarray(win_start, np.int64)
+        self.num_items = len(win_file)
+
+    def describe(self) -> str:
+        n = sum(len(v["pts"]) for v in self.videos)
+        res = f", regions {self.region}px resized x{self.resize:g}" if self.resize != 1 else ""
+        return (f"videos under {self.root} ({len(self.videos)} files, {n} frames, "
+                f"{self.num_items} {self.frames}-frame windows; {self.crop} crops "
+                f"{self.hr_patch}x{self.hr_patch}{res}; LR by bicubic x4 on the fly)")
+
+    def window(self, item):
+        """``(video dict, first frame)`` of an item."""
+        item = int(item)
+        return self.videos[self._win_file[item]], int(self._win_start[item])
+
+    def read(self, item, fy=0.5, fx=0.5):
+        """HR clip uint8 ``[frames, hr_patch, hr_patch, 3]`` of an item; the crop's top-left
+        corner is at fraction ``(fy, fx)`` of its possible range."""
+        v, start = self.window(item)
+        r = self.region
+        y0 = int(min(float(fy), 1.0) * (v["height"] - r + 1)) if self.crop != "center" else \
+            (v["height"] - r) // 2
+        x0 = int(min(float(fx), 1.0) * (v["width"] - r + 1)) if self.crop != "center" else \
+            (v["width"] - r) // 2
+        y0, x0 = min(y0, v["height"] - r), min(x0, v["width"] - r)
+        clip = read_frames(v["path"], v["pts"], start, self.frames, (y0, x0, r, r))
+        if r != self.hr_patch:
+            from PIL import Image
+
+            size = (self.hr_patch, self.hr_patch)
+            clip = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC))
+                             for f in clip])
+        return clip
+
+    def load(self, k, item, seed):
+        del k
+        f = tf.random.stateless_uniform([2], tf.random.experimental.stateless_fold_in(seed, 3))
+
+        def fn(i, fy, fx):
+            return self.read(i, fy, fx)
+
+        clip = tf.numpy_function(fn, [item, f[0], f[1]], tf.uint8, stateful=False)
+        clip = tf.ensure_shape(clip, [self.frames, self.hr_patch, self.hr_patch, 3])
+        return {"hr": tf.image.convert_image_dtype(clip, tf.float32)}

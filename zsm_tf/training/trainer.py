@@ -1,0 +1,356 @@
+"""The training loop: one custom loop for every ``tf.distribute`` strategy.
+
+Why not ``model.fit``: Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``
+(keras-team/keras#20585), and a single code path for all strategies keeps checkpoints, resumption
+and logging identical everywhere. The loop is the standard distributed custom loop:
+
+* model, optimizer (Adam + cosine restarts, wrapped in ``LossScaleOptimizer`` for fp16) are
+  created under ``strategy.scope()``, so variables are mirrored;
+* the data comes from ``strategy.distribute_datasets_from_function``: every input pipeline
+  (worker) builds only its own slice of each global batch (:mod:`zsm_tf.data.pipeline`);
+* one ``tf.function`` step runs ``strategy.run(replica_step)``: forward, Charbonnier loss scaled
+  by ``1 / global_batch`` (``tf.nn.compute_average_loss``), gradients, and
+  ``optimizer.apply_gradients``, which all-reduces (sums) the gradients across replicas and
+  workers inside the Keras optimizer;
+* state is a ``tf.train.Checkpoint(model=..., optimizer=..., step=..., samples_seen=...,
+  data_seed=...)`` managed by a ``CheckpointManager`` under ``OUTPUT/checkpoints``; the data
+  stream is a pure function of ``(data_seed, sample index)``, so a restart from a checkpoint
+  continues with exactly the next batch, the same optimizer moments and the same
+  learning-rate schedule position (``optimizer.iterations``).
+
+Output directory (relied on by other tools)::
+
+    OUTPUT/model_config.json     model.get_config(), written at start (chief)
+    OUTPUT/checkpoints/          tf.train checkpoints ("model" is the model's attribute name)
+    OUTPUT/final.weights.h5      model.save_weights at the end (chief)
+    OUTPUT/logs/train            TensorBoard: loss, lr (every step)
+    OUTPUT/logs/validation       TensorBoard: psnr, psnr_bicubic, strip (image)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from zsm_tf.data import fixed_batch, make_source, train_dataset
+from zsm_tf.training.callbacks import CheckpointCallback, ValidationCallback
+from zsm_tf.training.loss import charbonnier_per_sample
+from zsm_tf.training.schedule import CosineAnnealingRestarts
+from zsm_tf.training import summary
+from zsm_tf.training.strategy import worker_info
+
+POLICIES = {None: "float32", "fp32": "float32", "bf16": "mixed_bfloat16",
+            "fp16": "mixed_float16"}
+
+
+class _Progress:
+    """Keras progress bar on a terminal; one plain line every ``every`` steps otherwise.
+    The loss shown is the mean over the last ``every`` steps."""
+
+    def __init__(self, target, start, every, enabled=True):
+        self.enabled = enabled
+        self.every = max(int(every or 1), 1)
+        self.tty = sys.stdout.isatty()
+        self.bar = keras.utils.Progbar(target, stateful_metrics=["loss", "lr", "samples/s"]) \
+            if (enabled and self.tty) else None
+        self.target = target
+        if self.bar is not None and start:
+            self.bar.update(start)
+
+    def update(self, step, values):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(step, list(values.items()))
+        elif step % self.every == 0 or step == self.target:
+            text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+            print(f"step {step}/{self.target}  {text}", flush=True)
+
+
+def _model_class():
+    from zsm_tf import ZoomingSlowMo
+
+    return ZoomingSlowMo
+
+
+class Trainer:
+    """Builds everything from a config dict (:mod:`zsm_tf.training.config`) and trains.
+
+    ``strategy``: a ``tf.distribute.Strategy`` (:func:`zsm_tf.training.strategy.make_strategy`).
+    ``source`` / ``val_source``: override the data sources made from ``cfg["data"]``.
+    """
+
+    def __init__(self, cfg, strategy=None, output_dir="runs/zsm", source=None, val_source=None,
+                 verbose=True):
+        self.cfg = cfg
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.out = Path(output_dir)
+        self.chief, self.task_type, self.task_id, self.num_workers = worker_info(self.strategy)
+        self.verbose = verbose and self.chief
+        d, t = cfg["data"], cfg["train"]
+        self.scale = int(d["scale"])
+        self.global_batch = int(t["global_batch"])
+        if self.global_batch % self.strategy.num_replicas_in_sync:
+            raise ValueError(f"global batch {self.global_batch} is not divisible by the "
+                             f"{self.strategy.num_replicas_in_sync} replicas")
+        hr_patch = int(d["lr_patch"]) * self.scale
+        self.source = source or make_source(
+            d["source"], hr_patch=hr_patch, frames=int(d["frames"]), scale=self.scale,
+            seed=int(d["seed"]), lr_dir=d.get("lr_dir"), video_resize=float(d["video_resize"]))
+        self.val_source = val_source
+        if self.val_source is None and int(d.get("val_clips") or 0) > 0:
+            try:
+                self.val_source = make_source(
+                    d["source"], hr_patch=int(d["val_lr_patch"]) * self.scale,
+                    frames=int(d["frames"]), scale=self.scale, seed=int(d["seed"]),
+                    validation=True, lr_dir=d.get("lr_dir"),
+                    video_resize=float(d["video_resize"]), limit=int(d["val_clips"]))
+            except (OSError, ValueError) as e:
+                self._log(f"validation disabled: {e}")
+        self._log(f"Training data: {self.source.describe()}")
+        if self.val_source is not None:
+            self._log(f"Validation data: {d['val_clips']} clip(s) of {self.val_source.describe()}")
+
+        if not t.get("graph_optimizations", True):
+            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        self.policy = POLICIES[t.get("mixed_precision")]
+        keras.mixed_precision.set_global_policy(self.policy)
+        try:
+            self._build()
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    def _log(self, msg):
+        if self.verbose:
+            print(msg, flush=True)
+
+    def _build(self):
+        cfg, t = self.cfg, self.cfg["train"]
+        periods = t["periods"] or [int(t["steps"])]
+        self.schedule = CosineAnnealingRestarts(t["lr"], periods, t["restart_weights"],
+                                                t["eta_min"])
+        model_cfg = dict(cfg["model"])
+        if t.get("jit_compile") and model_cfg.get("deform_impl", "auto") != "gather":
+            # the compiled deformable op has no XLA kernel; the gather path compiles
+            self._log("--jit-compile: using deform_impl='gather' (XLA-compilable)")
+            model_cfg["deform_impl"] = "gather"
+        if t.get("init_seed") is not None:
+            keras.utils.set_random_seed(int(t["init_seed"]))
+        with self.strategy.scope():
+            self.model = _model_class()(**model_cfg)
+            opt = keras.optimizers.Adam(learning_rate=self.schedule, beta_1=t["beta_1"],
+                                        beta_2=t["beta_2"], epsilon=t["epsilon"])
+            if self.policy == "mixed_float16":
+                opt = keras.optimizers.LossScaleOptimizer(opt)
+            opt.build(self.model.trainable_variables)
+            self.optimizer = opt
+        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.samples_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="samples_seen")
+        self.seed_var = tf.Variable(int(cfg["data"]["seed"]), dtype=tf.int64, trainable=False,
+                                    name="data_seed")
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              step=self.step_var, samples_seen=self.samples_var,
+                                              data_seed=self.seed_var)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.scratch = None
+        if self.chief:
+            directory = self.ckpt_dir
+        else:  # other workers write their (identical) copy aside and delete it
+            self.scratch = Path(tempfile.mkdtemp(prefix=f"zsm_worker{self.task_id}_"))
+            directory = self.scratch
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.fspath(directory),
+                                                  max_to_keep=int(t["keep_checkpoints"]))
+
+    # ------------------------------------------------------------------ state
+    def restore(self):
+        """Restores the latest checkpoint of ``OUTPUT/checkpoints`` if any; returns the step."""
+        latest = tf.train.latest_checkpoint(os.fspath(self.ckpt_dir))
+        if not latest:
+            init = self.cfg["train"].get("init_weights")
+            if init:
+                self.model.load_weights(os.fspath(init))
+                self._log(f"Initialised the model from {init}")
+            return 0
+        cfg_seed = int(self.seed_var.numpy())
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        step = int(self.step_var.numpy())
+        self._log(f"Resuming from {latest}: step {step}, {int(self.samples_var.numpy())} samples "
+                  f"seen, optimizer iterations {int(self.optimizer.iterations.numpy())}")
+        if int(self.seed_var.numpy()) != cfg_seed:
+            self._log(f"  (data seed {int(self.seed_var.numpy())} from the checkpoint, not "
+                      f"{cfg_seed} from the config)")
+        return step
+
+    def _write_model_config(self):
+        if not self.chief:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        config = self.model.get_config()
+        (self.out / "model_config.json").write_text(json.dumps(config, indent=2, default=str))
+
+    # ------------------------------------------------------------------ steps
+    def _make_train_step(self):
+        model, opt, strategy = self.model, self.optimizer, self.strategy
+        t = self.cfg["train"]
+        eps = float(t["charbonnier_eps"])
+        global_batch = self.global_batch
+        fp16 = self.policy == "mixed_float16"
+        sync_finite = fp16 and strategy.num_replicas_in_sync > 1
+
+        def compute(lr, hr):
+            with tf.GradientTape() as tape:
+                out = model(lr, training=True)
+                per_sample = charbonnier_per_sample(hr, out, eps)
+                loss = tf.nn.compute_average_loss(per_sample, global_batch_size=global_batch)
+                scaled = opt.scale_loss(loss) if fp16 else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            return loss, grads
+
+        if t.get("jit_compile"):
+            compute = tf.function(compute, jit_compile=True)
+
+        def replica_step(lr, hr):
+            loss, grads = compute(lr, hr)
+            if sync_finite:
+                # LossScaleOptimizer checks each replica's own gradients: make every replica
+                # see non-finite gradients if any does, so all skip the step together.
+                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+                bad = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+                ok = tf.cast(tf.equal(bad, 0.0), tf.float32)  # 1 or 0: 1/0 = inf taints all
+                grads = [g * tf.cast(1.0 / ok, g.dtype) for g in grads]
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        @tf.function
+        def train_step(iterator):
+            lr, hr = next(iterator)
+            losses = strategy.run(replica_step, args=(lr, hr))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+        return train_step
+
+    def dataset(self, start_sample):
+        d = self.cfg["data"]
+        seed = int(self.seed_var.numpy())
+
+        def fn(ctx):
+            return train_dataset(self.source, global_batch=self.global_batch, seed=seed,
+                                 start_sample=start_sample, input_context=ctx, scale=self.scale,
+                                 augment=dict(d["augment"]) if d["augment"] else False,
+                                 quantize=bool(d["quantize_lr"]))
+
+        return self.strategy.distribute_datasets_from_function(fn)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, steps=None):
+        """Trains up to global step ``steps`` (default ``train.steps``), resuming if possible.
+        Returns ``{"step", "losses" (this run's per-step losses), "val_psnr"}``."""
+        t = self.cfg["train"]
+        total = int(steps if steps is not None else t["steps"])
+        start = self.restore()
+        self._write_model_config()
+        samples = int(self.samples_var.numpy())
+        n_rep = self.strategy.num_replicas_in_sync
+        self._log(f"Strategy {type(self.strategy).__name__}: {n_rep} replica(s)"
+                  f"{f' on {self.num_workers} workers' if self.num_workers > 1 else ''}, "
+                  f"global batch {self.global_batch}; model {self.cfg['model']} "
+                  f"({self.model.count_params():,} parameters), precision {self.policy}")
+
+        writer = None
+        val_writer = None
+        if self.chief:
+            writer = tf.summary.create_file_writer(os.fspath(self.out / "logs" / "train"))
+            if self.val_source is not None:
+                val_writer = tf.summary.create_file_writer(
+                    os.fspath(self.out / "logs" / "validation"))
+        callbacks = []
+        if self.val_source is not None:
+            vlr, vhr = fixed_batch(self.val_source, int(self.cfg["data"]["val_clips"]),
+                                   seed=int(self.seed_var.numpy()), scale=self.scale,
+                                   quantize=bool(self.cfg["data"]["quantize_lr"]))
+            callbacks.append(ValidationCallback(vlr, vhr, val_writer, t["val_every"], self.scale,
+                                                verbose=self.verbose))
+
+        def before_save(step):
+            self.step_var.assign(step)
+            self.samples_var.assign(samples)
+
+        ckpt_cb = CheckpointCallback(self.manager, t["checkpoint_every"], before_save,
+                                     scratch_dir=self.scratch, verbose=self.verbose)
+        callbacks.append(ckpt_cb)
+        for cb in callbacks:
+            cb.set_model(self.model)
+            cb.on_train_begin()
+        if start > 0:
+            ckpt_cb.last_saved = start
+        elif callbacks and isinstance(callbacks[0], ValidationCallback):
+            callbacks[0].evaluate(0)  # the untrained model, for reference
+
+        losses = []
+        if start >= total:
+            self._log(f"Already at step {start} >= {total}: nothing to train")
+        else:
+            iterator = iter(self.dataset(samples))
+            train_step = self._make_train_step()
+            progress = _Progress(total, start, t.get("print_every", 10), self.verbose)
+            self._log(f"Training steps {start + 1}..{total} (the first one traces the graph)")
+            step = start
+            tick = time.perf_counter()
+            try:
+                while step < total:
+                    it = int(self.optimizer.iterations.numpy())
+                    lr = float(self.schedule.value(it))
+                    loss = float(train_step(iterator))
+                    step += 1
+                    samples += self.global_batch
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss} at step {step}")
+                    losses.append(loss)
+                    now = time.perf_counter()
+                    sps = self.global_batch / max(now - tick, 1e-9)
+                    tick = now
+                    if writer is not None:
+                        with writer.as_default(step=step):
+                            summary.scalar("loss", loss)
+                            summary.scalar("lr", lr)
+                            summary.scalar("samples_per_second", sps)
+                    logs = {"loss": loss, "lr": lr, "samples/s": sps}
+                    recent = losses[-progress.every:]
+                    progress.update(step, {"loss": sum(recent) / len(recent), "lr": lr,
+                                           "samples/s": sps})
+                    for cb in callbacks:
+                        cb.on_train_batch_end(step, logs)
+            except KeyboardInterrupt:
+                if self.num_workers == 1 and step > start:
+                    self._log(f"\ninterrupted: saving step {step}")
+                    ckpt_cb.save(step)
+                raise
+            finally:
+                if writer is not None:
+                    writer.flush()
+            start = step
+        for cb in callbacks:
+            cb.on_train_end({"step": start})
+        if self.chief:
+            path = self.out / "final.weights.h5"
+            self.model.save_weights(os.fspath(path))
+            self._log(f"Saved {path}")
+        if writer is not None:
+            writer.close()
+        if val_writer is not None:
+            val_writer.close()
+        val = next((cb.last for cb in callbacks if isinstance(cb, ValidationCallback)), None)
+        return {"step": start, "losses": losses, "val_psnr": val, "checksum": self.checksum()}
+
+    def checksum(self):
+        """Sum of |w| over the model's weights (to compare replicas / workers / runs)."""
+        return float(sum(tf.reduce_sum(tf.abs(tf.cast(w, tf.float64))).numpy()
+                         for w in self.model.weights))
