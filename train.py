@@ -48,6 +48,9 @@ def parse_args(argv=None):
                    help="model option override, e.g. --model nf=32 --model back_rbs=10")
     p.add_argument("--init-weights", metavar="PATH",
                    help="start from these .weights.h5 (ignored when resuming a checkpoint)")
+    p.add_argument("--init", choices=["random", "upsampling"],
+                   help="initialisation: random (the reference's) or upsampling (starts as "
+                        "nearest x4 + frame blending; converges much faster)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile forward + backward")
     p.add_argument("--deterministic", action="store_true",
                    help="tf.config.experimental.enable_op_determinism() (slower)")
@@ -80,6 +83,8 @@ def build_config(args):
         v = getattr(args, key)
         if v is not None:
             over["train"][name] = v
+    if args.init:
+        over["train"]["init"] = args.init
     if args.init_weights:
         over["train"]["init_weights"] = args.init_weights
     if args.jit_compile:

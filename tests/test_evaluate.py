@@ -82,8 +82,8 @@ def parse_table(text):
     rows = {}
     for ln in text.splitlines():
         parts = ln.split()
-        if len(parts) == 6 and parts[1].isdigit():
-            rows[parts[0]] = (int(parts[1]), *map(float, parts[2:]))
+        if len(parts) == 8 and parts[1].isdigit():  # all frames, then new frames: blend, model
+            rows[parts[0]] = (int(parts[1]), *map(float, parts[2:6]))
     return rows
 
 

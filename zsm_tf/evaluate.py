@@ -132,18 +132,22 @@ def evaluate_clip(upscaler, hr, crop_border=0):
     for k, v in scores.items():
         a = np.asarray(v, np.float64)
         res[k] = (float(a[:, 0].mean()), float(a[:, 1].mean()))
+        # the new (interpolated) frames alone: odd output indices
+        res[f"{k}_new"] = (float(a[1::2, 0].mean()), float(a[1::2, 1].mean()))
     return res
 
 
 def format_table(rows, average) -> str:
+    """Per-clip rows and the average: all frames, then the new (interpolated) frames alone."""
     width = max([len("clip"), len("average")] + [len(name) for name, _ in rows])
     head = (f"{'clip':<{width}}  {'frames':>6}  {'bicubic+blend PSNR':>18}  {'SSIM':>6}  "
-            f"{'model PSNR':>10}  {'SSIM':>6}")
+            f"{'model PSNR':>10}  {'SSIM':>6}  {'new frames: blend':>17}  {'model':>6}")
     lines = [head, "-" * len(head)]
 
     def line(name, r):
         return (f"{name:<{width}}  {r['frames']:>6}  {r['baseline'][0]:>18.2f}  {r['baseline'][1]:>6.4f}  "
-                f"{r['model'][0]:>10.2f}  {r['model'][1]:>6.4f}")
+                f"{r['model'][0]:>10.2f}  {r['model'][1]:>6.4f}  {r['baseline_new'][0]:>17.2f}  "
+                f"{r['model_new'][0]:>6.2f}")
     lines += [line(name, r) for name, r in rows]
     lines += ["-" * len(head), line("average", average)]
     return "\n".join(lines)
@@ -152,7 +156,7 @@ def format_table(rows, average) -> str:
 def average_of(rows):
     return {"frames": sum(r["frames"] for _, r in rows),
             **{k: tuple(float(np.mean([r[k][i] for _, r in rows])) for i in range(2))
-               for k in ("model", "baseline")}}
+               for k in ("model", "baseline", "model_new", "baseline_new")}}
 
 
 def _parser():

@@ -174,6 +174,12 @@ class Trainer:
         latest = tf.train.latest_checkpoint(os.fspath(self.ckpt_dir))
         if not latest:
             init = self.cfg["train"].get("init_weights")
+            if self.cfg["train"].get("init", "random") == "upsampling" and not init:
+                from zsm_tf.initialization import upsampling_init
+
+                upsampling_init(self.model)
+                self._log("Upsampling initialisation: the model starts as nearest x4 with "
+                          "blended new frames (zsm_tf/initialization.py)")
             if init:
                 self.model.load_weights(os.fspath(init))
                 self._log(f"Initialised the model from {init}")
