@@ -20,13 +20,11 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+from zsm_tf.loading import ModelLoadError  # one error type for every model loader
+
 PROG = "zsm-tf upscale"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CONFIG_NAME = "model_config.json"
-
-
-class ModelLoadError(Exception):
-    """A problem with the weights / config the user gave (one-line message)."""
 
 
 def default_weights() -> Path:
