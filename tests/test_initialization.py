@@ -1,5 +1,6 @@
 """The upsampling initialisation really starts the network as nearest x4 + frame blending."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from zsm_tf import ZoomingSlowMo
@@ -19,6 +20,9 @@ def test_starts_as_nearest_upsampling_with_blended_new_frames():
     assert np.abs(random_out[0] - expected).max() > 0.1  # it was not like that before
     # only a few weights were set: the other channels keep their random values
     assert np.count_nonzero(model.reconstructor.upconv1.kernel.numpy()[..., 12:]) > 1000
+    residual = ZoomingSlowMo(nf=16, groups=2, front_rbs=1, back_rbs=1, residual="bicubic")
+    with pytest.raises(ValueError, match="already starts"):
+        upsampling_init(residual)
 
 
 def test_initialised_model_trains(tmp_path):

@@ -211,3 +211,45 @@ def test_mixed_precision_outputs_float32_and_blocks_differ():
     assert out.dtype == tf.float32 and out.shape == (1, 3, 32, 32, 3)
     blocks = model.feature_extractor.feature_extraction.blocks
     assert not np.allclose(blocks[0].conv1.kernel.numpy(), blocks[1].conv1.kernel.numpy())
+
+
+def test_bicubic_residual_starts_at_bicubic_plus_blending(tmp_path):
+    """residual='bicubic' adds bicubic x4 (frames) / its neighbour average (new frames); conv_last
+    starts at zero, so a fresh model is exactly that baseline, and it survives serialisation."""
+    model = ZoomingSlowMo(nf=8, groups=2, front_rbs=1, back_rbs=1, residual="bicubic",
+                          deform_impl="gather")
+    rng = np.random.default_rng(3)
+    frames = rng.uniform(size=(2, 3, 8, 12, 3)).astype(np.float32)
+    up = tf.image.resize(frames.reshape(6, 8, 12, 3), [32, 48], method="bicubic").numpy()
+    up = up.reshape(2, 3, 32, 48, 3)
+    want = np.stack([up[:, 0], (up[:, 0] + up[:, 1]) / 2, up[:, 1], (up[:, 1] + up[:, 2]) / 2,
+                     up[:, 2]], axis=1)
+    np.testing.assert_allclose(model(frames).numpy(), want, atol=1e-6)
+
+    # the authors' network (default) has no skip: same weights, different output
+    plain = ZoomingSlowMo(nf=8, groups=2, front_rbs=1, back_rbs=1, deform_impl="gather")
+    for var in model.variables:
+        var.assign(rng.normal(scale=0.1, size=var.shape))
+    plain.set_weights(model.get_weights())
+    out = model(frames).numpy()
+    np.testing.assert_allclose(out - plain(frames).numpy(), want, atol=1e-5)
+
+    assert model.get_config()["residual"] == "bicubic" and plain.get_config()["residual"] == "none"
+    model.save(tmp_path / "r.keras")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "r.keras")(frames).numpy(), out,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="residual"):
+        ZoomingSlowMo(nf=8, groups=1, front_rbs=1, back_rbs=1, residual="bilinear")
+
+
+def test_load_model_keeps_the_residual(tmp_path):
+    from zsm_tf.loading import load_model
+
+    model = ZoomingSlowMo(nf=8, groups=2, front_rbs=1, back_rbs=1, residual="bicubic")
+    model.save_weights(tmp_path / "w.weights.h5")
+    (tmp_path / "model_config.json").write_text(json.dumps(model.get_config()))
+    assert load_model(tmp_path / "w.weights.h5").residual == "bicubic"
+    # configs written before the option existed load as the authors' network
+    cfg = {k: v for k, v in model.get_config().items() if k != "residual"}
+    (tmp_path / "model_config.json").write_text(json.dumps(cfg))
+    assert load_model(tmp_path / "w.weights.h5").residual == "none"

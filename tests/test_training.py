@@ -51,6 +51,14 @@ def test_charbonnier_and_schedule():
     assert s.value(25) == pytest.approx(1e-7)  # past the last period
     for step in (0, 3, 9, 10, 17, 25):
         assert float(s(step)) == pytest.approx(s.value(step), rel=1e-5)
+    # linear warm-up: 1/4, 2/4, 3/4 of the cosine rate, then the cosine alone
+    w = CosineAnnealingRestarts(4e-4, [10], eta_min=0.0, warmup=4)
+    assert w.value(0) == pytest.approx(1e-4) and w.value(2) == pytest.approx(3e-4 * (
+        0.5 * (1 + math.cos(math.pi * 0.2))))
+    assert w.value(5) == pytest.approx(2e-4)
+    for step in (0, 1, 3, 4, 9):
+        assert float(w(step)) == pytest.approx(w.value(step), rel=1e-5)
+    assert CosineAnnealingRestarts.from_config(w.get_config()).warmup == 4
     paper = load_config(ROOT / "configs" / "zsm_vimeo.yaml")
     assert paper["train"]["periods"] == [150000] * 4 and paper["train"]["global_batch"] == 16
     assert paper["data"]["lr_patch"] == 32 and paper["model"]["back_rbs"] == 40

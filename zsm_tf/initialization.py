@@ -114,6 +114,9 @@ def _convlstm(lstm):
 def upsampling_init(model):
     """Sets ``model`` (a built :class:`~zsm_tf.model.ZoomingSlowMo`) to start as nearest x4
     upsampling with frame blending for the new frames; returns the model."""
+    if getattr(model, "residual", "none") != "none":
+        raise ValueError(f"model has residual={model.residual!r}: it already starts as bicubic "
+                         "x4 + frame blending; use the random initialisation")
     rgb = range(_RGB)
     fe = model.feature_extractor
     _copy_conv(fe.conv_first, rgb, rgb)

@@ -174,6 +174,9 @@ def read_config(source: ModelSource) -> dict:
         raise ModelLoadError(f"{source.config_path} is not a ZoomingSlowMo config: no "
                              f"{', '.join(missing)}")
     kwargs = {k: config[k] for k in _SIZE_KEYS}
+    residual = config.get("residual", "none")
+    if residual != "none":  # older configs have no key: the authors' network
+        kwargs["residual"] = residual
     dtype = config.get("dtype")
     if isinstance(dtype, dict):  # a serialized DTypePolicy
         dtype = (dtype.get("config") or {}).get("name")

@@ -42,6 +42,7 @@ DEFAULTS = {
         "periods": None,           # cosine periods (steps); None: one period of train.steps
         "restart_weights": None,   # None: 1 for every period
         "eta_min": 1.0e-7,
+        "warmup": 0,               # linear lr warm-up steps
         "charbonnier_eps": 1.0e-3,
         "checkpoint_every": 50,
         "keep_checkpoints": 3,

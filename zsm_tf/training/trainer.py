@@ -135,7 +135,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg["train"]
         periods = t["periods"] or [int(t["steps"])]
         self.schedule = CosineAnnealingRestarts(t["lr"], periods, t["restart_weights"],
-                                                t["eta_min"])
+                                                t["eta_min"], warmup=t.get("warmup", 0))
         model_cfg = dict(cfg["model"])
         if t.get("jit_compile") and model_cfg.get("deform_impl", "auto") != "gather":
             # the compiled deformable op has no XLA kernel; the gather path compiles
