@@ -48,9 +48,10 @@ def parse_args(argv=None):
                    help="model option override, e.g. --model nf=32 --model back_rbs=10")
     p.add_argument("--init-weights", metavar="PATH",
                    help="start from these .weights.h5 (ignored when resuming a checkpoint)")
-    p.add_argument("--init", choices=["random", "upsampling"],
-                   help="initialisation: random (the reference's) or upsampling (starts as "
-                        "nearest x4 + frame blending; converges much faster)")
+    p.add_argument("--init", choices=["random", "upsampling", "kaiming"],
+                   help="initialisation: random (the reference's), upsampling (starts as "
+                        "nearest x4 + frame blending) or kaiming (He-normal convolutions; use "
+                        "with --model residual=bicubic, see configs/shipped.yaml)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile forward + backward")
     p.add_argument("--deterministic", action="store_true",
                    help="tf.config.experimental.enable_op_determinism() (slower)")

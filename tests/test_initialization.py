@@ -36,3 +36,24 @@ def test_initialised_model_trains(tmp_path):
         loss = tf.reduce_mean(tf.abs(model(frames) - target))
     grads = tape.gradient(loss, model.trainable_variables)
     assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+
+
+def test_kaiming_init_keeps_the_signal_through_the_depth():
+    """PyTorch's default init shrinks a random network's output to ~1e-3 of its input; He init
+    keeps it O(0.1..10). Zero kernels (offset/mask convs, a residual model's conv_last) stay 0."""
+    from zsm_tf.initialization import kaiming_init
+
+    frames = np.random.default_rng(1).uniform(size=(1, 3, 16, 16, 3)).astype(np.float32)
+    model = ZoomingSlowMo(nf=16, groups=2, front_rbs=2, back_rbs=3, deform_impl="gather")
+    before = np.abs(model(frames).numpy()).mean()
+    kaiming_init(model)
+    after = np.abs(model(frames).numpy()).mean()
+    assert before < 0.02 and after > 10 * before
+    offsets = [v for v in model.trainable_variables if "conv_offset_mask/kernel" in v.path]
+    assert offsets and not any(v.numpy().any() for v in offsets)
+    blocks = [v for v in model.trainable_variables if "/block_" in v.path and v.path.endswith("kernel")]
+    others = [v for v in model.trainable_variables if v.path.endswith("upconv1/kernel")]
+    assert np.std(blocks[0].numpy()) < 0.2 * np.std(others[0].numpy())
+    residual = kaiming_init(ZoomingSlowMo(nf=8, groups=1, front_rbs=1, back_rbs=1,
+                                          residual="bicubic"))
+    assert not residual.reconstructor.conv_last.kernel.numpy().any()

@@ -130,3 +130,37 @@ def upsampling_init(model):
     _copy_conv(rec.HRconv, rgb, rgb)
     _copy_conv(rec.conv_last, rgb, rgb)
     return model
+
+
+_LRELU_GAIN = float(np.sqrt(2.0 / (1.0 + 0.1 ** 2)))  # He gain for LeakyReLU(0.1)
+_RESIDUAL_BLOCK_SCALE = 0.1  # EDVR / the authors' ResidualBlock_noBN initialisation
+
+
+def kaiming_init(model, seed=0):
+    """Re-initialises every convolution kernel of ``model`` with He-normal weights (fan-in,
+    LeakyReLU(0.1) gain; residual blocks scaled by 0.1, as EDVR's ``initialize_weights``) and
+    zero biases; kernels that start at zero stay zero (the deformable offset/mask convs, and
+    ``conv_last`` of a ``residual="bicubic"`` model). Returns the model.
+
+    Why: PyTorch's default convolution init, which the reference network keeps for most layers,
+    scales each layer's activations by about 0.5, so after the ~30 convolutions between input
+    and output a random network's signal (and gradient) is ~1e-3 of its input, and the first
+    thousands of steps go into escaping that. He init keeps the scale through the depth.
+    """
+    rng = np.random.default_rng(seed)
+    for var in model.trainable_variables:
+        path = var.path
+        if len(var.shape) == 4 and path.endswith("kernel"):
+            value = var.numpy()
+            if not value.any():
+                continue
+            kh, kw, cin, _ = value.shape
+            std = _LRELU_GAIN / np.sqrt(kh * kw * cin)
+            if "/block_" in path:
+                std *= _RESIDUAL_BLOCK_SCALE
+            _set(var, rng.normal(0.0, std, size=value.shape))
+        elif len(var.shape) == 1 and path.endswith("bias"):
+            kernel_path = path[:-len("bias")] + "kernel"
+            if any(v.path == kernel_path and v.numpy().any() for v in model.trainable_variables):
+                _set(var, np.zeros(var.shape))
+    return model

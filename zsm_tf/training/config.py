@@ -32,7 +32,7 @@ DEFAULTS = {
     "train": {
         "steps": 150,
         "init_seed": 0,            # keras.utils.set_random_seed before building the model
-        "init": "random",          # random | upsampling (zsm_tf/initialization.py)
+        "init": "random",          # random | upsampling | kaiming (zsm_tf/initialization.py)
         "init_weights": None,      # start from these .weights.h5 (e.g. converted authors' weights)
         "global_batch": 2,
         "lr": 2.0e-3,

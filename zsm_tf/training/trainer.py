@@ -174,6 +174,12 @@ class Trainer:
         latest = tf.train.latest_checkpoint(os.fspath(self.ckpt_dir))
         if not latest:
             init = self.cfg["train"].get("init_weights")
+            if self.cfg["train"].get("init", "random") == "kaiming" and not init:
+                from zsm_tf.initialization import kaiming_init
+
+                kaiming_init(self.model, seed=int(self.cfg["train"].get("init_seed") or 0))
+                self._log("Kaiming initialisation: He-normal convolutions, residual blocks x0.1 "
+                          "(zsm_tf/initialization.py)")
             if self.cfg["train"].get("init", "random") == "upsampling" and not init:
                 from zsm_tf.initialization import upsampling_init
 
