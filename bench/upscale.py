@@ -1,15 +1,16 @@
 """Benchmark of clip upscaling: seconds per output frame and peak memory.
 
-    python bench/upscale.py                      # 320x180 -> 1280x720, default model size
+    python bench/upscale.py                      # 320x180 -> 1280x720, the shipped weights
+    python bench/upscale.py --full-size          # the default (paper-size) model, random weights
     python bench/upscale.py --frames 7 --window 7 --tile 96 --weights W.weights.h5
 
 Runs :class:`zsm_tf.inference.SpaceTimeUpscaler` (the code behind ``zsm-tf upscale``) on K
 generated frames (a textured picture panning), after one warm-up window (tf.function trace and
 first-call allocations, timed apart). Reports the steady seconds per output frame, the warm-up
 time and the process's peak RSS (``ru_maxrss``: the peak of the whole process, TensorFlow
-included). Weights: --weights, else the shipped ``zsm_tf/weights/``, else the default
-architecture with random weights (speed and memory do not depend on the values; said in the
-output). Prints one JSON line at the end.
+included). Weights: --weights, else the shipped ``zsm_tf/weights/``, else (or with
+--full-size) the default architecture with random weights (speed and memory do not depend on the
+values; said in the output). Prints one JSON line at the end.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def main(argv=None):
     p.add_argument("--self-ensemble", action="store_true")
     p.add_argument("--weights", help=".weights.h5 (default: shipped weights, else random)")
     p.add_argument("--config", help="JSON of ZoomingSlowMo arguments (default: beside the weights)")
+    p.add_argument("--full-size", action="store_true",
+                   help="time the default (paper-size) architecture with random weights")
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
 
@@ -66,6 +69,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     weights_note = None
     try:
+        if args.full_size:
+            raise upscale.ModelLoadError("--full-size")
         model = upscale.load_model(args.weights, args.config)
         weights_note = str(args.weights or upscale.default_weights())
     except upscale.ModelLoadError as e:
@@ -73,7 +78,8 @@ def main(argv=None):
             sys.exit(f"bench: {e}")
         cfg = json.loads(Path(args.config).read_text()) if args.config else {}
         model = ZoomingSlowMo.from_config(cfg) if cfg else ZoomingSlowMo()
-        weights_note = "random (no shipped weights): timings and memory only"
+        weights_note = ("random" + ("" if args.full_size else " (no shipped weights)")
+                        + ": timings and memory only")
     t_load = time.perf_counter() - t0
     upscaler = SpaceTimeUpscaler(model, window=args.window, tile=args.tile, overlap=args.tile_overlap,
                                  self_ensemble=args.self_ensemble, batch=args.batch)

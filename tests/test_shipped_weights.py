@@ -1,0 +1,82 @@
+"""The weights shipped in zsm_tf/weights/ (issue 6): they load with no flag, and on real clips
+held out of their training (bench/heldout.py) they beat bicubic + frame blending."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zsm_tf import upscale
+from zsm_tf.loading import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+GAIN_DB = 0.5  # required PSNR-Y gain over bicubic + blending on the held-out clips
+
+
+def _heldout_module():
+    spec = importlib.util.spec_from_file_location("heldout", ROOT / "bench" / "heldout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    weights = upscale.default_weights()
+    return weights, load_model(weights)
+
+
+def test_one_weights_file_with_its_config(shipped):
+    weights, model = shipped
+    assert weights.parent == upscale.WEIGHTS_DIR and weights.name.endswith(".weights.h5")
+    cfg = json.loads((weights.parent / "model_config.json").read_text())
+    assert cfg["residual"] == "bicubic" and model.residual == "bicubic"
+    assert (model.nf, model.groups, model.front_rbs, model.back_rbs) == (
+        cfg["nf"], cfg["groups"], cfg["front_rbs"], cfg["back_rbs"])
+    # trained: the correction branch is not the zero it starts as
+    assert np.abs(model.reconstructor.conv_last.kernel.numpy()).mean() > 1e-3
+
+
+def test_heldout_clips_beat_bicubic_plus_blending(shipped, shared_dir, capsys):
+    heldout = _heldout_module()
+    train_cfg = (ROOT / "configs" / "shipped.yaml").read_text()
+    for clip in heldout.HELD_OUT:  # never seen in training
+        assert clip in train_cfg and (shared_dir / "videos" / clip).is_file()
+    rows, avg = heldout.heldout_scores(shipped[1], shared_dir / "videos", frames=9)
+    gap = avg["model"][0] - avg["baseline"][0]
+    gap_new = avg["model_new"][0] - avg["baseline_new"][0]
+    with capsys.disabled():
+        print(f"\nheld-out PSNR-Y gap {gap:+.2f} dB (new frames {gap_new:+.2f} dB)")
+    assert gap >= GAIN_DB, rows
+    # SSIM too, and on every clip, not just on average
+    assert avg["model"][1] > avg["baseline"][1]
+    assert all(r["model"][0] > r["baseline"][0] for _, r in rows), rows
+
+
+def test_upscale_cli_uses_the_shipped_weights(shipped, shared_dir, tmp_path, capsys):
+    """No --weights: 3 real frames (160x120) -> 5 PNGs of 640x480, closer to the truth than
+    bicubic + blending."""
+    from PIL import Image
+
+    from zsm_tf.evaluate import baseline_frames, downscale
+    from zsm_tf.metrics import psnr_y
+    from zsm_tf.video_io import open_source
+
+    with open_source(shared_dir / "videos" / "thanks.mkv") as src:
+        hr = [f for f in islice(iter(src), 5)]
+    lr = [downscale(f) for f in hr[::2]]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i, f in enumerate(lr):
+        Image.fromarray(f).save(inp / f"{i:03d}.png")
+    rc = upscale.main([str(inp), str(tmp_path / "out"), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    out = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "out").glob("*.png"))]
+    assert len(out) == 5 and out[0].shape == (480, 640, 3)
+    ours = np.mean([psnr_y(o, g) for o, g in zip(out, hr)])
+    base = np.mean([psnr_y(b, g) for b, g in zip(baseline_frames(lr), hr)])
+    assert ours > base
