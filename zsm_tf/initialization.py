@@ -148,19 +148,19 @@ def kaiming_init(model, seed=0):
     thousands of steps go into escaping that. He init keeps the scale through the depth.
     """
     rng = np.random.default_rng(seed)
-    for var in model.trainable_variables:
-        path = var.path
-        if len(var.shape) == 4 and path.endswith("kernel"):
-            value = var.numpy()
-            if not value.any():
-                continue
-            kh, kw, cin, _ = value.shape
-            std = _LRELU_GAIN / np.sqrt(kh * kw * cin)
-            if "/block_" in path:
-                std *= _RESIDUAL_BLOCK_SCALE
-            _set(var, rng.normal(0.0, std, size=value.shape))
-        elif len(var.shape) == 1 and path.endswith("bias"):
-            kernel_path = path[:-len("bias")] + "kernel"
-            if any(v.path == kernel_path and v.numpy().any() for v in model.trainable_variables):
-                _set(var, np.zeros(var.shape))
+    kernels = {v.path[:-len("kernel")]: v for v in model.trainable_variables
+               if len(v.shape) == 4 and v.path.endswith("kernel")}
+    biases = {v.path: v for v in model.trainable_variables if v.path.endswith("bias")}
+    for prefix, kernel in kernels.items():
+        value = kernel.numpy()
+        if not value.any():
+            continue
+        kh, kw, cin, _ = value.shape
+        std = _LRELU_GAIN / np.sqrt(kh * kw * cin)
+        if "/block_" in prefix:
+            std *= _RESIDUAL_BLOCK_SCALE
+        _set(kernel, rng.normal(0.0, std, size=value.shape))
+        bias = biases.get(prefix + "bias")
+        if bias is not None:
+            _set(bias, np.zeros(bias.shape))
     return model
