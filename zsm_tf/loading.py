@@ -13,6 +13,9 @@
   ``model_config.json`` beside it, else ``<name>.json`` (``foo.weights.h5`` -> ``foo.json``);
 * a **``.keras``** file (``model.save``).
 
+``config=`` (a JSON file of ``ZoomingSlowMo`` arguments) overrides where the config comes from,
+e.g. for a ``.weights.h5`` with no config beside it (``zsm-tf upscale --config``).
+
 The model is always rebuilt from its config with the requested ``deform_impl`` (the one it was
 trained with does not matter: the implementations share weights), so e.g. ``"gather"`` gives a
 model free of the compiled op. Every problem with the path or its contents raises
@@ -24,7 +27,7 @@ import json
 import os
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 CONFIG_NAME = "model_config.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -105,9 +108,17 @@ def _run_dir_source(run_dir):
                          f"{CHECKPOINTS_DIR}/ and no {FINAL_WEIGHTS}")
 
 
-def resolve_source(path) -> ModelSource:
+def resolve_source(path, config=None) -> ModelSource:
     """Finds the config and weights that ``path`` names (see the module doc); no TF import unless
-    a checkpoints folder has to be read. Raises :class:`ModelLoadError`."""
+    a checkpoints folder has to be read. ``config``: a JSON config file to use instead of the
+    one found with the weights. Raises :class:`ModelLoadError`."""
+    if config is not None:
+        if not os.path.isfile(config):
+            raise ModelLoadError(f"{config}: no such config file")
+        if os.fspath(path or "").endswith(".weights.h5") and os.path.isfile(path):
+            return ModelSource("weights_h5", os.path.normpath(os.fspath(path)), os.fspath(config))
+        source = resolve_source(path)
+        return source if source.kind == "keras" else replace(source, config_path=os.fspath(config))
     if path is None or str(path).strip() == "":
         raise ModelLoadError("no model path given")
     path = os.path.normpath(os.fspath(path))
@@ -191,7 +202,7 @@ def _one_line(e) -> str:
     return first[:300]
 
 
-def load_model(path=None, deform_impl="auto"):
+def load_model(path=None, deform_impl="auto", config=None):
     """Returns the trained :class:`~zsm_tf.model.ZoomingSlowMo` that ``path`` names.
 
     Args:
@@ -199,10 +210,13 @@ def load_model(path=None, deform_impl="auto"):
         folder or prefix, a ``.weights.h5`` (config from ``model_config.json`` beside it or
         ``<name>.json``) or a ``.keras`` file. ``None``: ``runs/zsm`` (train.py's default).
       deform_impl: the deformable-convolution implementation of the returned model.
+      config: a JSON file of ZoomingSlowMo arguments to use instead of the one found with
+        the weights.
     Raises:
       ModelLoadError (one-line message) for a bad path, config or weights.
     """
-    return load_source(resolve_source(DEFAULT_RUN_DIR if path is None else path), deform_impl)
+    return load_source(resolve_source(DEFAULT_RUN_DIR if path is None else path, config),
+                       deform_impl)
 
 
 def load_source(source: ModelSource, deform_impl="auto", return_source=False):

@@ -8,23 +8,21 @@ video extension (or ending in /), a folder of PNG frames. K input frames give 2K
 audio track is copied; slowmo keeps the input rate (2x slow motion, audio dropped).
 
 Weights: --weights FILE.weights.h5 (from 'zsm-tf convert-weights' or training), its architecture
-from --config or model_config.json beside it (else the default one); without --weights the
+from --config or model_config.json (or <name>.json) beside it; without --weights the
 shipped zsm_tf/weights/ are used. Big frames: --tile 128 (input pixels) bounds the memory.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from fractions import Fraction
 from pathlib import Path
 
-from zsm_tf.loading import ModelLoadError  # one error type for every model loader
+from zsm_tf.loading import CONFIG_NAME, ModelLoadError  # one error type for every model loader
 
 PROG = "zsm-tf upscale"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-CONFIG_NAME = "model_config.json"
 
 
 def default_weights() -> Path:
@@ -39,48 +37,19 @@ def default_weights() -> Path:
     return found[0]
 
 
-def read_config(weights: Path, config=None) -> dict:
-    """ZoomingSlowMo kwargs: ``config`` (a JSON file), else ``model_config.json`` beside the
-    weights, else ``{}`` (the default architecture)."""
-    path = Path(config) if config else weights.parent / CONFIG_NAME
-    if not path.exists():
-        if config:
-            raise ModelLoadError(f"{config}: no such config file")
-        return {}
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{path}: not a readable JSON model config ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ModelLoadError(f"{path}: model config must be a JSON object of ZoomingSlowMo arguments")
-    return cfg
-
-
 def load_model(weights=None, config=None):
-    """A ZoomingSlowMo with ``weights`` (default: the shipped ones) and its architecture from
-    ``config`` / ``model_config.json`` beside the weights / the defaults."""
+    """A ZoomingSlowMo with ``weights`` (a ``.weights.h5``; default: the shipped ones), its
+    architecture from ``config`` (a JSON file) or the ``model_config.json`` beside the weights
+    (see :func:`zsm_tf.loading.load_model`)."""
+    from zsm_tf import loading
+
     weights = Path(weights) if weights else default_weights()
     if not weights.is_file():
         raise ModelLoadError(f"{weights}: no such weights file")
     if not str(weights).endswith(".weights.h5"):
         raise ModelLoadError(f"{weights}: weights must be a .weights.h5 file "
                              f"(convert the authors' .pth with 'zsm-tf convert-weights')")
-    cfg = read_config(weights, config)
-    from zsm_tf.model import ZoomingSlowMo
-
-    try:
-        model = ZoomingSlowMo.from_config(cfg) if cfg else ZoomingSlowMo()
-    except (TypeError, ValueError) as e:
-        raise ModelLoadError(f"bad model config {cfg!r}: {e}") from None
-    try:
-        model.load_weights(str(weights))
-    except Exception as e:  # keras raises ValueError / KeyError / h5py errors on a mismatch
-        arch = {k: getattr(model, k, None) for k in ("nf", "groups", "front_rbs", "back_rbs")}
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelLoadError(f"{weights}: cannot load into ZoomingSlowMo({', '.join(f'{k}={v}' for k, v in arch.items())}) "
-                             f"({first[:200]}); give the matching architecture with --config or "
-                             f"{CONFIG_NAME} beside the weights") from None
-    return model
+    return loading.load_model(weights, config=config)
 
 
 def quiet_tf() -> None:
@@ -111,7 +80,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--weights", help="a .weights.h5 file (default: the shipped zsm_tf/weights/)")
     g.add_argument("--config", help=f"JSON of ZoomingSlowMo arguments (default: {CONFIG_NAME} beside "
-                                    "the weights, else the default architecture)")
+                                    "the weights, or <name>.json)")
     g.add_argument("--window", type=int, default=7, help="input frames per model call (default 7)")
     g.add_argument("--tile", type=int, help="split frames into SxS tiles (input pixels, multiple of 4) "
                                             "blended over their overlap: bounds memory on big frames")
