@@ -99,7 +99,7 @@ def main(argv=None):
         "input": f"{w}x{h}", "output": f"{4 * w}x{4 * h}", "frames_in": args.frames, "frames_out": n_out,
         "window": args.window, "tile": args.tile, "self_ensemble": args.self_ensemble, "batch": args.batch,
         "params": int(model.count_params()), "config": {k: model.get_config()[k] for k in
-                                                        ("nf", "groups", "front_rbs", "back_rbs", "deform_impl")},
+                                                        ("nf", "groups", "front_rbs", "back_rbs", "deform_impl", "residual")},
         "deform_impl_used": "custom_op" if getattr(model, "uses_custom_op", False) else "gather",
         "weights": weights_note,
         "s_per_output_frame": round(t_run / n_out, 3), "output_fps": round(n_out / t_run, 3),
