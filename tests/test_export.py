@@ -410,3 +410,17 @@ def test_serving_config_files_parse():
     sizes = list(params.allowed_batch_sizes)
     assert sizes == sorted(sizes) and sizes[-1] == params.max_batch_size.value
     assert not params.pad_variable_length_inputs
+
+
+def test_residual_model_exports_with_its_skip(tmp_path):
+    """The bicubic skip (ResizeBicubic, a stock op) survives the export: predict_float equals the
+    Keras model, clipped to [0, 1]."""
+    model = ZoomingSlowMo(**TINY, residual="bicubic", deform_impl="gather")
+    rng = np.random.default_rng(4)
+    for var in model.variables:
+        var.assign(rng.normal(scale=0.05, size=var.shape))
+    path = zexport.export_model(model, str(tmp_path / "res"), warmup_shapes=[], check=False)
+    frames = rng.uniform(size=(1, 3, 8, 12, 3)).astype(np.float32)
+    served = tf.saved_model.load(path).signatures["predict_float"](frames=tf.constant(frames))
+    np.testing.assert_allclose(served["frames"].numpy(), np.clip(model(frames).numpy(), 0, 1),
+                               atol=1e-5)
