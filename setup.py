@@ -39,11 +39,11 @@ setup(
         "pillow",
         "tqdm",
         "pyyaml",
+        "tensorflow-serving-api>=2.21,<2.22",  # warmup-file protos of the export
     ],
     extras_require={
         "convert": ["torch"],
-        "serving": ["tensorflow-serving-api"],
-        "test": ["pytest", "tensorflow-serving-api>=2.21,<2.22"],
+        "test": ["pytest"],
     },
     entry_points={"console_scripts": ["zsm-tf=zsm_tf.cli:main"]},
 )

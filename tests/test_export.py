@@ -20,6 +20,9 @@ import tensorflow as tf
 
 from zsm_tf import ZoomingSlowMo
 from zsm_tf import export as zexport
+from zsm_tf.serving import checks, saved_model, signatures
+from zsm_tf.serving.session import SessionModel
+from zsm_tf.serving.warmup import read_warmup
 from zsm_tf.inference import pad_frames
 from zsm_tf.loading import ModelLoadError, load_model, resolve_source, untracked_variables
 
@@ -95,10 +98,10 @@ def test_export_from_checkpoint_layout(exported):
     assert (v1 / "saved_model.pb").is_file()
     assert (v1 / "variables" / "variables.index").is_file()
     assert (v1 / "assets.extra" / "tf_serving_warmup_requests").is_file()
-    ops = zexport.graph_ops(str(v1))
+    ops = checks.graph_ops(str(v1))
     assert "Conv2D" in ops and "GatherV2" in ops
-    assert not ops & zexport.CUSTOM_OPS
-    zexport.check_stock_ops(str(v1))
+    assert not ops & checks.CUSTOM_OPS
+    checks.check_stock_ops(str(v1))
 
 
 FRESH = textwrap.dedent("""
@@ -155,79 +158,16 @@ def test_fresh_process_serves_both_signatures(exported, tmp_path):
                                      "outputs": {"frames": ["float32", spec]}}
 
     with np.load(result) as r:
-        for i, (b, n, h, w) in enumerate(SHAPES):
-            x, u, f = r[f"x{i}"], r[f"u{i}"], r[f"f{i}"]
-            want_shape = (b, 2 * n - 1, 4 * h, 4 * w, 3)
-            assert u.shape == f.shape == want_shape
-            assert u.dtype == np.uint8 and f.dtype == np.float32
-            ref = model(pad_frames(x.astype(np.float32) / 255.0)).numpy()[:, :, :4 * h, :4 * w]
-            ref = np.clip(ref, 0.0, 1.0)
-            assert 0.01 < ref.std() and (ref == 0).mean() + (ref == 1).mean() < 0.05
-            np.testing.assert_allclose(f, ref, atol=1e-5)
-            ref_u8 = np.round(ref * 255.0)
-            diff = np.abs(u.astype(np.int32) - ref_u8)
-            assert diff.max() <= 1, f"shape {want_shape}: off by {diff.max()}"
-            assert (diff == 0).mean() > 0.99
-
-
-def _fields(buf):
-    """{field number: [bytes]} of a protobuf message whose fields are all length-delimited."""
-    out, i = {}, 0
-
-    def varint():
-        nonlocal i
-        shift = value = 0
-        while True:
-            byte = buf[i]
-            i += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    while i < len(buf):
-        key = varint()
-        assert key & 7 == 2, "only length-delimited fields expected"
-        n = varint()
-        out.setdefault(key >> 3, []).append(buf[i:i + n])
-        i += n
-    return out
-
-
-def _parse_warmup(raw):
-    """(model name, signature, {input: array}) of a serialized PredictionLog, with the
-    tensorflow-serving-api protos when installed, else by hand (field numbers of
-    tensorflow_serving/apis/{prediction_log,predict,model}.proto)."""
-    from tensorflow.core.framework import tensor_pb2
-
-    try:
-        from tensorflow_serving.apis import prediction_log_pb2
-    except ImportError:
-        (predict_log,) = _fields(raw)[6]  # PredictionLog.predict_log
-        (request,) = _fields(predict_log)[1]  # PredictLog.request
-        req = _fields(request)
-        (spec,) = req[1]  # PredictRequest.model_spec
-        spec = _fields(spec)
-        inputs = {}
-        for entry in req.get(2, []):  # PredictRequest.inputs map entries
-            e = _fields(entry)
-            inputs[e[1][0].decode()] = tf.make_ndarray(tensor_pb2.TensorProto.FromString(e[2][0]))
-        return spec[1][0].decode(), spec[3][0].decode(), inputs
-    log = prediction_log_pb2.PredictionLog.FromString(raw)
-    assert log.WhichOneof("log_type") == "predict_log"
-    req = log.predict_log.request
-    return (req.model_spec.name, req.model_spec.signature_name,
-            {k: tf.make_ndarray(v) for k, v in req.inputs.items()})
+        for i in range(len(SHAPES)):
+            _assert_matches_keras(model, r[f"x{i}"], r[f"u{i}"], r[f"f{i}"])
 
 
 def test_warmup_records_parse(exported):
     out, _ = exported
-    path = out / "1" / "assets.extra" / "tf_serving_warmup_requests"
-    records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+    records = read_warmup(str(out / "1"))  # tensorflow-serving-api's PredictionLog protos
     assert len(records) == 4  # 2 shapes x 2 signatures
     seen = []
-    for raw in records:
-        name, signature, inputs = _parse_warmup(raw)
+    for name, signature, inputs in records:
         assert name == "zsm" and list(inputs) == ["frames"]
         arr = inputs["frames"]
         seen.append((signature, arr.dtype.name, arr.shape))
@@ -239,13 +179,157 @@ def test_warmup_records_parse(exported):
                     ("predict_float", "float32", (1, 3, 8, 8, 3))]
 
 
-def test_hand_encoder_matches_serving_protos():
-    pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
-    frames = np.arange(2 * 3 * 5 * 3, dtype=np.uint8).reshape(1, 2, 3, 5, 3)
-    for sig, x in (("serving_default", frames), ("predict_float", frames / np.float32(255))):
-        a = zexport.encode_prediction_log("zsm", sig, {"frames": x})
-        b = zexport.serialize_prediction_log("zsm", sig, {"frames": x})
-        assert a == b
+def _keras_reference(model, x_uint8):
+    """The Keras model's output for uint8 frames of any size, float in [0, 1]."""
+    b, n, h, w, _ = x_uint8.shape
+    ref = model(pad_frames(x_uint8.astype(np.float32) / 255.0)).numpy()[:, :, :4 * h, :4 * w]
+    return np.clip(ref, 0.0, 1.0)
+
+
+def _assert_matches_keras(model, x, u, f):
+    b, n, h, w, _ = x.shape
+    want_shape = (b, 2 * n - 1, 4 * h, 4 * w, 3)
+    assert u.shape == f.shape == want_shape
+    assert u.dtype == np.uint8 and f.dtype == np.float32
+    ref = _keras_reference(model, x)
+    assert 0.01 < ref.std() and (ref == 0).mean() + (ref == 1).mean() < 0.05
+    np.testing.assert_allclose(f, ref, atol=1e-5)
+    diff = np.abs(u.astype(np.int32) - np.round(ref * 255.0))
+    assert diff.max() <= 1, f"shape {want_shape}: off by {diff.max()}"
+    assert (diff == 0).mean() > 0.99
+
+
+SESSION = textwrap.dedent("""
+    # TF Serving's way: MetaGraph into a graph, variables restored by the SavedModel's saver,
+    # feeds and fetches named by the SignatureDefs; then the warmup file replayed the same way
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    export_dir, out_path, shapes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    graph = tf.Graph()
+    sess = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
+        handles = [op for op in graph.get_operations() if op.type == "VarHandleOp"]
+        inited = sess.run([tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0])
+                           for op in handles])
+
+    def run(name, x):
+        sig = meta.signature_def[name]
+        return sess.run(sig.outputs["frames"].name, {sig.inputs["frames"].name: x})
+
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for i, shape in enumerate(shapes):
+        x = rng.integers(0, 256, size=shape + [3], dtype=np.uint8)
+        arrays[f"x{i}"] = x
+        arrays[f"u{i}"] = run("serving_default", x)
+        arrays[f"f{i}"] = run("predict_float", x.astype(np.float32) / 255.0)
+    warmup = []
+    for raw in tf.compat.v1.io.tf_record_iterator(
+            export_dir + "/assets.extra/tf_serving_warmup_requests"):
+        req = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
+        x = tf.make_ndarray(req.inputs["frames"])
+        y = run(req.model_spec.signature_name, x)
+        warmup.append([req.model_spec.signature_name, list(x.shape), list(y.shape), y.dtype.name])
+    np.savez(out_path, **arrays)
+    print(json.dumps({"variables": len(handles), "uninitialized": inited.count(False),
+                      "signatures": sorted(meta.signature_def), "warmup": warmup,
+                      "zsm_modules": sorted(m for m in sys.modules if m.startswith("zsm_tf"))}))
+""")
+
+
+def test_session_loader_restores_every_variable_and_serves(exported, tmp_path):
+    """The loader of tensorflow_model_server and saved_model_cli (TF1 session), in a process
+    that imports only TensorFlow: every variable restored, both signatures equal the Keras model,
+    every warmup record answered. Fails with 'Could not find variable' on a tf.Module export."""
+    out, model = exported
+    script = tmp_path / "session.py"
+    script.write_text(SESSION)
+    result = tmp_path / "result.npz"
+    proc = subprocess.run(
+        [sys.executable, "-I", str(script), str(out / "1"), str(result), json.dumps(SHAPES)],
+        cwd=tmp_path, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["zsm_modules"] == []
+    assert info["uninitialized"] == 0
+    assert info["variables"] == len(model.variables)  # each variable once, none duplicated
+    assert {"serving_default", "predict_float"} <= set(info["signatures"])
+    assert info["warmup"] == [["serving_default", [1, 2, 12, 20, 3], [1, 3, 48, 80, 3], "uint8"],
+                              ["predict_float", [1, 2, 12, 20, 3], [1, 3, 48, 80, 3], "float32"],
+                              ["serving_default", [1, 3, 8, 8, 3], [1, 5, 32, 32, 3], "uint8"],
+                              ["predict_float", [1, 3, 8, 8, 3], [1, 5, 32, 32, 3], "float32"]]
+    with np.load(result) as r:
+        for i in range(len(SHAPES)):
+            _assert_matches_keras(model, r[f"x{i}"], r[f"u{i}"], r[f"f{i}"])
+
+
+def test_session_model_replays_warmup(exported):
+    out, model = exported
+    with SessionModel(out / "1") as served:
+        assert served.uninitialized_variables() == []
+        for _, signature, inputs in read_warmup(str(out / "1")):
+            got = served.run(signature, inputs)["frames"]
+            x = inputs["frames"]
+            if x.dtype == np.float32:
+                ref = _keras_reference(model, np.round(x * 255).astype(np.uint8))
+                np.testing.assert_allclose(got, ref, atol=1e-5)
+        with pytest.raises(KeyError, match="no signature 'nope'"):
+            served.run("nope", {})
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "predict_float"])
+def test_saved_model_cli_show_and_run(exported, tmp_path, signature):
+    """`saved_model_cli` as a user runs it: show --all, then run for N = 2, 3, 4 and odd H, W."""
+    out, model = exported
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    env = _subprocess_env()
+    if signature == "serving_default":  # one `show` lists both
+        show = subprocess.run(cli + ["show", "--all", "--dir", str(out / "1")], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert show.returncode == 0, show.stderr[-3000:]
+        for name in ("serving_default", "predict_float"):
+            assert f"signature_def['{name}']" in show.stdout
+    rng = np.random.default_rng(2)
+    for n, h, w in [(2, 9, 13), (3, 7, 5), (4, 5, 11)]:
+        x = rng.integers(0, 256, size=(1, n, h, w, 3), dtype=np.uint8)
+        feed = x if signature == "serving_default" else x.astype(np.float32) / 255.0
+        np.save(tmp_path / "in.npy", feed)
+        outdir = tmp_path / f"out{n}"
+        proc = subprocess.run(
+            cli + ["run", "--dir", str(out / "1"), "--tag_set", "serve", "--signature_def",
+                   signature, "--inputs", f"frames={tmp_path / 'in.npy'}", "--outdir",
+                   str(outdir)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got = np.load(outdir / "frames.npy")
+        ref = _keras_reference(model, x)
+        assert got.shape == (1, 2 * n - 1, 4 * h, 4 * w, 3)
+        if signature == "predict_float":
+            np.testing.assert_allclose(got, ref, atol=1e-5)
+        else:
+            assert np.abs(got.astype(np.int32) - np.round(ref * 255)).max() <= 1
+
+
+def test_export_check_catches_unrestored_variables(tmp_path, monkeypatch):
+    """The export's own check runs TF Serving's loader: a SavedModel that tracks the Keras
+    variable wrappers instead of the captured tf.Variables (what a plain tf.Module does) is
+    refused with a one-line message, and nothing is published."""
+    def tf_module_export(model, path):
+        root = tf.Module()
+        root.variables_ = list(model.variables)
+        fns = {name: tf.function(fn, input_signature=sig, autograph=False)
+               for name, (fn, sig) in signatures.serving_endpoints(model).items()}
+        tf.saved_model.save(root, path, signatures={k: f.get_concrete_function()
+                                                    for k, f in fns.items()})
+
+    monkeypatch.setattr(saved_model, "write_saved_model", tf_module_export)
+    with pytest.raises(checks.ExportError, match="restores no value for") as e:
+        saved_model.export_model(_tiny_model(), str(tmp_path / "m"), warmup_shapes=[])
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "m").exists()
 
 
 def test_second_export_is_version_2_and_leaves_version_1(exported, run_dir, capsys):
@@ -282,16 +366,16 @@ def test_bad_checkpoint_path_is_one_line_and_writes_nothing(tmp_path):
 
 def test_gather_model_copies_weights():
     trained = _tiny_model(deform_impl="custom_op")  # built, never called: no compiled op needed
-    clone = zexport.gather_model(trained)
+    clone = signatures.gather_model(trained)
     assert clone is not trained and clone.deform_impl == "gather" and not clone.uses_custom_op
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(clone.weights, trained.weights))
-    assert zexport.gather_model(clone) is clone
+    assert signatures.gather_model(clone) is clone
 
 
 def test_custom_op_in_graph_is_refused(monkeypatch):
-    monkeypatch.setattr(zexport, "graph_ops", lambda d: {"Conv2D", "DeformableIm2col"})
-    with pytest.raises(zexport.ExportError, match="cannot run: DeformableIm2col$"):
-        zexport.check_stock_ops("unused")
+    monkeypatch.setattr(checks, "graph_ops", lambda d: {"Conv2D", "DeformableIm2col"})
+    with pytest.raises(checks.ExportError, match="cannot run: DeformableIm2col$"):
+        checks.check_stock_ops("unused")
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
@@ -299,22 +383,22 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
         os.makedirs(os.path.join(path, "variables"))
         raise RuntimeError("disk full\nsecond line")
 
-    monkeypatch.setattr(zexport, "write_saved_model", boom)
+    monkeypatch.setattr(saved_model, "write_saved_model", boom)
     out = tmp_path / "a" / "b"
-    with pytest.raises(zexport.ExportError, match="export failed: RuntimeError: disk full$"):
-        zexport.export_model(object(), str(out))
+    with pytest.raises(checks.ExportError, match="export failed: RuntimeError: disk full$"):
+        saved_model.export_model(object(), str(out))
     assert not (tmp_path / "a").exists()
     out.mkdir(parents=True)
     (out / "1").mkdir()
-    with pytest.raises(zexport.ExportError):
-        zexport.export_model(object(), str(out))
+    with pytest.raises(checks.ExportError):
+        saved_model.export_model(object(), str(out))
     assert sorted(os.listdir(out)) == ["1"]
 
 
 @pytest.mark.parametrize("h,w", [(18, 30), (8, 12), (5, 7), (2, 3), (1, 1), (4, 6), (3, 2)])
 def test_pad_to_multiple_matches_pad_frames(h, w):
     x = np.random.default_rng(h * 100 + w).random((1, 2, h, w, 3), dtype=np.float32)
-    got = zexport.pad_to_multiple(tf.constant(x)).numpy()
+    got = signatures.pad_to_multiple(tf.constant(x)).numpy()
     np.testing.assert_array_equal(got, pad_frames(x))
 
 
@@ -419,7 +503,7 @@ def test_residual_model_exports_with_its_skip(tmp_path):
     rng = np.random.default_rng(4)
     for var in model.variables:
         var.assign(rng.normal(scale=0.05, size=var.shape))
-    path = zexport.export_model(model, str(tmp_path / "res"), warmup_shapes=[], check=False)
+    path = saved_model.export_model(model, str(tmp_path / "res"), warmup_shapes=[], check=False)
     frames = rng.uniform(size=(1, 3, 8, 12, 3)).astype(np.float32)
     served = tf.saved_model.load(path).signatures["predict_float"](frames=tf.constant(frames))
     np.testing.assert_allclose(served["frames"].numpy(), np.clip(model(frames).numpy(), 0, 1),
