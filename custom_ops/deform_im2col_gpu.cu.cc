@@ -120,7 +120,7 @@ int deform_im2col_forward_gpu(void* stream, const DeformDims& d, const T* in, co
                               const T* mask, T* cols) {
   const int64_t n = d.pixels() * d.K() * d.C;
   if (n == 0) return 0;  // empty columns: nothing to write (and the pointers may be null)
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  [[maybe_unused]] cudaStream_t s = static_cast<cudaStream_t>(stream);
   ZSM_LAUNCH(forward_kernel<T>, blocks_for(n), kThreads, s)(d, in, off, mask, cols);
   return static_cast<int>(cudaGetLastError());
 }
@@ -129,7 +129,7 @@ template <typename T>
 int deform_im2col_backward_gpu(void* stream, const DeformDims& d, const T* in, const T* off,
                                const T* mask, const T* grad_cols, T* grad_in, T* grad_off,
                                T* grad_mask) {
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  [[maybe_unused]] cudaStream_t s = static_cast<cudaStream_t>(stream);
   // Empty tensors may come with null pointers: touch only non-empty buffers.
   const int64_t n_in = d.B * d.H * d.W * d.C;
   if (n_in > 0) {
@@ -138,7 +138,8 @@ int deform_im2col_backward_gpu(void* stream, const DeformDims& d, const T* in, c
   }
   const int64_t n = d.pixels() * d.K() * d.C, m = d.pixels() * d.dg * d.K();
   if (n > 0 && n_in > 0)  // no input pixels: every sample is outside, grad_in is empty
-    ZSM_LAUNCH(grad_input_kernel<T>, blocks_for(n), kThreads, s)(d, off, mask, grad_cols, grad_in);
+    ZSM_LAUNCH(grad_input_kernel<T>, blocks_for(n), kThreads, s)(d, off, mask, grad_cols,
+                                                                 grad_in);
   if (m > 0)
     ZSM_LAUNCH(grad_coord_kernel<T>, blocks_for(m), kThreads, s)(d, in, off, mask, grad_cols,
                                                                  grad_off, grad_mask);

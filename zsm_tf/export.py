@@ -43,7 +43,7 @@ DEFAULT_OUTPUT_DIR = os.path.join("exported", "zsm")
 DEFAULT_WARMUP_SHAPES = ((3, 64, 64),)  # (N, H, W), batch 1, one request per signature each
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # ops of our compiled library: never allowed in an export (TF Serving cannot load them)
-CUSTOM_OPS = frozenset({"DeformableIm2col", "DeformableIm2colGrad"})
+CUSTOM_OPS = frozenset({"ZsmTf>DeformableIm2col", "ZsmTf>DeformableIm2colGrad"})
 
 
 class ExportError(Exception):
