@@ -445,7 +445,7 @@ def _build_and_load(verbose: bool, load: bool):
                 raise
             reason = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
             plans[-1].info["cuda_skipped"] = f"the CUDA build failed: {reason}"
-            _warn_once("cuda-build", f"zsm_tf: building the deformable op with CUDA kernels "
+            _warn_once("cuda", f"zsm_tf: building the deformable op with CUDA kernels "
                                      f"failed; building it CPU-only ({reason})")
             continue
         return path, module, {**plan.info, "library": str(path)}
@@ -487,7 +487,7 @@ def load():
                 _register_gradient(lib)
                 _lib, _info = lib, info
                 if os.environ.get("ZSM_TF_OP_CUDA", "").strip() == "1" and not info["cuda"]:
-                    _warn_once("cuda-forced", f"zsm_tf: ZSM_TF_OP_CUDA=1 but the deformable op "
+                    _warn_once("cuda", f"zsm_tf: ZSM_TF_OP_CUDA=1 but the deformable op "
                                               f"was built CPU-only: {info.get('cuda_skipped')}")
             except Exception as e:  # noqa: BLE001 - any failure means: use the gather path
                 _error = f"{type(e).__name__}: {e}"
