@@ -80,7 +80,8 @@ double rel_err(const std::vector<T>& a, const std::vector<T>& b) {
 
 template <typename T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && (a.empty() || !std::memcmp(a.data(), b.data(), a.size() * sizeof(T)));
+  return a.size() == b.size() &&
+         (a.empty() || !std::memcmp(a.data(), b.data(), a.size() * sizeof(T)));
 }
 
 enum class Offsets { kRandom, kZero, kInteger, kHalfInteger };
