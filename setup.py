@@ -42,6 +42,7 @@ setup(
     ],
     extras_require={
         "convert": ["torch"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "serving": ["tensorflow-serving-api"],
         "test": ["pytest", "tensorflow-serving-api>=2.21,<2.22"],
     },

@@ -466,3 +466,50 @@ def test_cuda_enabled_library_builds_loads_and_runs_on_cpu(shared_dir):
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["nvcc_version"] and info["cuda_archs"]
     assert any(a.startswith("compute_") for a in info["cuda_archs"])
+
+
+def _gpu_op_or_skip():
+    if not custom_op.gpus_visible() or not custom_op.has_cuda_kernels():
+        pytest.skip("needs a visible GPU and an op library with CUDA kernels")
+
+
+@pytest.mark.parametrize("case", CASES + [(0, 5, 6, 8, 2, (3, 3), 1, 1, 1, 1.0, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_kernels_match_cpu_kernels(case, dtype):
+    """The TF op on /GPU:0 against the same op on /CPU:0 (runs only where a GPU is visible)."""
+    _gpu_op_or_skip()
+    x, off, mask, attrs = _random_case(case, dtype)
+    upstream = tf.random.stateless_normal(
+        [x.shape[0], off.shape[1], off.shape[2], attrs["kernel_size"][0] *
+         attrs["kernel_size"][1] * x.shape[3]], [1, 2], dtype=x.dtype)
+    results = {}
+    for device in ("/GPU:0", "/CPU:0"):
+        with tf.device(device):
+            m = None if mask is None else tf.identity(mask)
+            cols, grads = _cols_and_grads(custom_op.deformable_im2col, tf.identity(x),
+                                          tf.identity(off), m, attrs, upstream)
+        assert device[1:4] in cols.device  # placed where asked (no silent CPU fallback)
+        results[device] = [cols] + grads
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for gpu, cpu in zip(results["/GPU:0"], results["/CPU:0"]):
+        scale = 1.0 + float(np.abs(cpu.numpy()).max(initial=0.0))
+        np.testing.assert_allclose(gpu.numpy(), cpu.numpy(), atol=tol * scale, rtol=0)
+
+
+def test_gpu_gradient_refuses_under_op_determinism():
+    _gpu_op_or_skip()
+    code = ("import tensorflow as tf\n"
+            "tf.config.experimental.enable_op_determinism()\n"
+            "from zsm_tf.ops import custom_op, resolve_impl\n"
+            "assert resolve_impl('auto') == 'gather'\n"
+            "x = tf.ones([1, 4, 4, 2]); off = tf.zeros([1, 4, 4, 18]); m = tf.ones([1, 4, 4, 9])\n"
+            "with tf.device('/GPU:0'), tf.GradientTape() as t:\n"
+            "    t.watch(x); y = custom_op.deformable_im2col(x, off, m, 3, 1, 1, 1, 1)\n"
+            "try:\n"
+            "    t.gradient(y, x); print('NO ERROR')\n"
+            "except tf.errors.UnimplementedError as e:\n"
+            "    print('REFUSED', 'deterministic' in str(e))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    assert out.returncode == 0 and "REFUSED True" in out.stdout, out.stdout[-2000:]

@@ -154,9 +154,9 @@ def nvcc_candidates() -> list[tuple[str, str]]:
             places.append((Path(os.environ[var]) / "bin" / "nvcc", var))
     if shutil.which("nvcc"):
         places.append((Path(shutil.which("nvcc")), "PATH"))
-    for entry in sys.path:  # pip's nvidia-cuda-nvcc-cu12 (nvidia/cuda_nvcc/bin)
+    for entry in sys.path:  # pip's NVIDIA wheels: nvidia/cuda_nvcc/bin (cu12), nvidia/cu13/bin
         if entry and os.path.isdir(os.path.join(entry, "nvidia")):
-            places.append((Path(entry) / "nvidia" / "cuda_nvcc" / "bin" / "nvcc", "pip"))
+            places += [(p, "pip") for p in sorted(Path(entry, "nvidia").glob("*/bin/nvcc"))]
     places.append((Path("/usr/local/cuda/bin/nvcc"), "/usr/local/cuda"))
     out, seen = [], set()
     for path, where in places:
