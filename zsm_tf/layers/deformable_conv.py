@@ -62,7 +62,7 @@ class DeformableConv2D(keras.layers.Layer):
     @property
     def supports_jit(self):
         return self.__dict__.get("_supports_jit", True) and (
-            self.deform_impl == "gather" or not self.uses_custom_op)
+            getattr(self, "deform_impl", "gather") == "gather" or not self.uses_custom_op)
 
     @supports_jit.setter
     def supports_jit(self, value):
