@@ -43,6 +43,7 @@ setup(
     ],
     extras_require={
         "convert": ["torch"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "test": ["pytest"],
     },
     entry_points={"console_scripts": ["zsm-tf=zsm_tf.cli:main"]},

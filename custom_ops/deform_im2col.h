@@ -1,6 +1,6 @@
 // Framework-free per-sample math of the deformable, modulated im2col (DCNv2), shared by the CPU
-// kernels (deform_im2col_cpu.h), the CUDA kernels (deform_im2col_gpu.cuh) and the standalone CUDA
-// test. No TensorFlow here.
+// kernels (deform_im2col_cpu.h), the CUDA kernels (deform_im2col_gpu.cu.cc) and the standalone CUDA
+// test (cuda_test/). No TensorFlow here.
 //
 // Layouts (NHWC): input [B, H, W, C]; offsets [B, Ho, Wo, 2*dg*K] with (dy, dx) of tap k of group g
 // at channels 2*(g*K+k), 2*(g*K+k)+1; mask [B, Ho, Wo, dg*K] (channel g*K+k); columns

@@ -5,6 +5,10 @@
 // so reads of the input and writes of the columns are coalesced; the grad-input scatter uses
 // atomicAdd. Offset/mask gradients use one thread per (pixel, group, tap) looping over the group's
 // channels.
+//
+// Every kernel is a grid-stride loop, so it is correct for any grid; kernels are launched through
+// ZSM_LAUNCH so that host_shim/cuda_runtime.h can compile this file as plain C++ (g++) and run the
+// kernels serially on the CPU (tests/test_cuda_kernels_host.py).
 #include <cuda_runtime.h>
 
 #include "deform_im2col.h"
@@ -12,6 +16,10 @@
 
 namespace zsm {
 namespace {
+
+#ifndef ZSM_LAUNCH
+#define ZSM_LAUNCH(kernel, blocks, threads, stream) kernel<<<blocks, threads, 0, stream>>>
+#endif
 
 constexpr int kThreads = 256;
 
@@ -111,9 +119,9 @@ template <typename T>
 int deform_im2col_forward_gpu(void* stream, const DeformDims& d, const T* in, const T* off,
                               const T* mask, T* cols) {
   const int64_t n = d.pixels() * d.K() * d.C;
-  if (n == 0) return 0;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  forward_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(d, in, off, mask, cols);
+  if (n == 0) return 0;  // empty columns: nothing to write (and the pointers may be null)
+  [[maybe_unused]] cudaStream_t s = static_cast<cudaStream_t>(stream);
+  ZSM_LAUNCH(forward_kernel<T>, blocks_for(n), kThreads, s)(d, in, off, mask, cols);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -121,15 +129,20 @@ template <typename T>
 int deform_im2col_backward_gpu(void* stream, const DeformDims& d, const T* in, const T* off,
                                const T* mask, const T* grad_cols, T* grad_in, T* grad_off,
                                T* grad_mask) {
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  cudaError_t err = cudaMemsetAsync(grad_in, 0, sizeof(T) * d.B * d.H * d.W * d.C, s);
-  if (err != cudaSuccess) return static_cast<int>(err);
+  [[maybe_unused]] cudaStream_t s = static_cast<cudaStream_t>(stream);
+  // Empty tensors may come with null pointers: touch only non-empty buffers.
+  const int64_t n_in = d.B * d.H * d.W * d.C;
+  if (n_in > 0) {
+    const cudaError_t err = cudaMemsetAsync(grad_in, 0, sizeof(T) * n_in, s);
+    if (err != cudaSuccess) return static_cast<int>(err);
+  }
   const int64_t n = d.pixels() * d.K() * d.C, m = d.pixels() * d.dg * d.K();
-  if (n > 0)
-    grad_input_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(d, off, mask, grad_cols, grad_in);
+  if (n > 0 && n_in > 0)  // no input pixels: every sample is outside, grad_in is empty
+    ZSM_LAUNCH(grad_input_kernel<T>, blocks_for(n), kThreads, s)(d, off, mask, grad_cols,
+                                                                 grad_in);
   if (m > 0)
-    grad_coord_kernel<T><<<blocks_for(m), kThreads, 0, s>>>(d, in, off, mask, grad_cols,
-                                                            grad_off, grad_mask);
+    ZSM_LAUNCH(grad_coord_kernel<T>, blocks_for(m), kThreads, s)(d, in, off, mask, grad_cols,
+                                                                 grad_off, grad_mask);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -1,14 +1,20 @@
-// TensorFlow ops of the deformable, modulated im2col (DCNv2 sampling), NHWC:
+// TensorFlow ops of the deformable, modulated im2col (DCNv2 sampling), NHWC, in the "ZsmTf>"
+// namespace (like tfmiss's "Miss>" ops) so that they cannot clash with other libraries' ops:
 //
-//   DeformableIm2col(input [B,H,W,C], offsets [B,Ho,Wo,2*dg*K], mask [B,Ho,Wo,dg*K])
+//   ZsmTf>DeformableIm2col(input [B,H,W,C], offsets [B,Ho,Wo,2*dg*K], mask [B,Ho,Wo,dg*K])
 //       -> columns [B,Ho,Wo,K*C]
-//   DeformableIm2colGrad(input, offsets, mask, grad_columns)
+//   ZsmTf>DeformableIm2colGrad(input, offsets, mask, grad_columns)
 //       -> grad_input, grad_offsets, grad_mask
 //
 // K = kh*kw; attrs kernel_size, strides, padding, dilation (pairs (h, w)), deformable_groups.
 // Layouts and semantics: deform_im2col.h. The gradient is registered from Python
 // (zsm_tf/ops/custom_op.py). CPU kernels run on TensorFlow's intra-op thread pool; CUDA kernels are
-// compiled in with -DZSM_WITH_CUDA. There is no XLA kernel.
+// compiled in with -DZSM_WITH_CUDA, launched on the op's stream (from the device context's
+// Eigen::GpuDevice) and use TensorFlow's CUDA runtime (no runtime of their own is linked in).
+// There is no XLA kernel.
+#ifdef ZSM_WITH_CUDA
+#define EIGEN_USE_GPU  // Eigen::GpuDevice, whose stream() is the op's CUDA stream
+#endif
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -21,7 +27,7 @@
 #include "deform_im2col.h"
 #include "deform_im2col_cpu.h"
 #ifdef ZSM_WITH_CUDA
-#include "xla/stream_executor/stream.h"
+#include "tensorflow/core/util/determinism.h"
 #include "deform_im2col_gpu.h"
 #endif
 
@@ -93,7 +99,7 @@ absl::Status BackwardShape(InferenceContext* c) {
   return absl::OkStatus();
 }
 
-REGISTER_OP("DeformableIm2col")
+REGISTER_OP("ZsmTf>DeformableIm2col")
     .Input("input: T")
     .Input("offsets: T")
     .Input("mask: T")
@@ -107,7 +113,7 @@ REGISTER_OP("DeformableIm2col")
     .SetShapeFn(ForwardShape)
     .Doc("Deformable modulated im2col (DCNv2), NHWC; columns are tap-major, channel-minor.");
 
-REGISTER_OP("DeformableIm2colGrad")
+REGISTER_OP("ZsmTf>DeformableIm2colGrad")
     .Input("input: T")
     .Input("offsets: T")
     .Input("mask: T")
@@ -122,7 +128,7 @@ REGISTER_OP("DeformableIm2colGrad")
     .Attr("dilation: list(int) = [1, 1]")
     .Attr("deformable_groups: int >= 1 = 1")
     .SetShapeFn(BackwardShape)
-    .Doc("Gradients of DeformableIm2col wrt input, offsets and mask.");
+    .Doc("Gradients of ZsmTf>DeformableIm2col wrt input, offsets and mask.");
 
 // Checks the runtime shapes and fills the sizes.
 absl::Status GetDims(const Attrs& a, const Tensor& in, const Tensor& off, const Tensor& mask,
@@ -207,25 +213,28 @@ void Backward(CpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in,
 }
 
 #ifdef ZSM_WITH_CUDA
-void* GpuStream(OpKernelContext* c) {
-  return c->op_device_context()->stream()->platform_specific_handle().stream;
-}
+void* GpuStream(OpKernelContext* c) { return c->eigen_gpu_device().stream(); }
 
 template <typename T>
 void Forward(GpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in, const T* off,
              const T* mask, T* cols) {
   const int err = zsm::deform_im2col_forward_gpu(GpuStream(c), d, in, off, mask, cols);
-  OP_REQUIRES(c, err == 0,
-              errors::Internal("DeformableIm2col CUDA kernel: ", zsm::gpu_error_string(err)));
+  OP_REQUIRES(c, err == 0, errors::Internal("ZsmTf>DeformableIm2col CUDA kernel: ",
+                                            zsm::gpu_error_string(err)));
 }
 
 template <typename T>
 void Backward(GpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in, const T* off,
               const T* mask, const T* grad_cols, T* grad_in, T* grad_off, T* grad_mask) {
+  // The input gradient sums with float atomicAdd: its rounding depends on the thread order.
+  OP_REQUIRES(c, !OpDeterminismRequired(),
+              errors::Unimplemented(
+                  "ZsmTf>DeformableIm2colGrad has no deterministic GPU kernel (the input gradient "
+                  "uses atomicAdd) and op determinism is enabled: use deform_impl='gather'"));
   const int err = zsm::deform_im2col_backward_gpu(GpuStream(c), d, in, off, mask, grad_cols,
                                                   grad_in, grad_off, grad_mask);
-  OP_REQUIRES(c, err == 0,
-              errors::Internal("DeformableIm2colGrad CUDA kernel: ", zsm::gpu_error_string(err)));
+  OP_REQUIRES(c, err == 0, errors::Internal("ZsmTf>DeformableIm2colGrad CUDA kernel: ",
+                                            zsm::gpu_error_string(err)));
 }
 #endif
 
@@ -280,12 +289,11 @@ class DeformIm2colGradOp : public OpKernel {
   Attrs attrs_;
 };
 
-#define ZSM_REGISTER(DEV, TAG, T)                                                  \
-  REGISTER_KERNEL_BUILDER(                                                         \
-      Name("DeformableIm2col").Device(DEV).TypeConstraint<T>("T"),                 \
-      DeformIm2colOp<TAG, T>);                                                     \
-  REGISTER_KERNEL_BUILDER(                                                         \
-      Name("DeformableIm2colGrad").Device(DEV).TypeConstraint<T>("T"),             \
+#define ZSM_REGISTER(DEV, TAG, T)                                                       \
+  REGISTER_KERNEL_BUILDER(Name("ZsmTf>DeformableIm2col").Device(DEV).TypeConstraint<T>("T"), \
+                          DeformIm2colOp<TAG, T>);                                          \
+  REGISTER_KERNEL_BUILDER(                                                              \
+      Name("ZsmTf>DeformableIm2colGrad").Device(DEV).TypeConstraint<T>("T"),              \
       DeformIm2colGradOp<TAG, T>);
 
 ZSM_REGISTER(DEVICE_CPU, CpuTag, float)

@@ -1,4 +1,9 @@
 """The compiled deformable op (custom_ops/) against the golden vectors and the gather path."""
+import json
+import os
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -185,3 +190,326 @@ def test_disable_env_and_build_failure_fallback(monkeypatch, tmp_path):
         assert not custom_op.custom_op_available()
     assert resolve_impl("auto") == "gather"
     assert "no-such-compiler-zsm" in custom_op.unavailable_reason()
+
+
+# ---------------------------------------------------------------------------------------------
+# Op hygiene, empty tensors, the CUDA toolchain and the honest fallbacks (issues 15, 16)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_op_names_are_namespaced():
+    from tensorflow.python.framework import op_def_registry
+
+    from zsm_tf import export
+
+    assert custom_op.OP_NAME == "ZsmTf>DeformableIm2col"
+    assert op_def_registry.get(custom_op.OP_NAME) is not None
+    assert op_def_registry.get(custom_op.GRAD_OP_NAME) is not None
+    assert op_def_registry.get("DeformableIm2col") is None
+    assert export.CUSTOM_OPS == {custom_op.OP_NAME, custom_op.GRAD_OP_NAME}
+
+
+def test_build_info_reports_the_loaded_library():
+    info = custom_op.build_info()
+    assert Path(info["library"]).is_file() and info["error"] is None
+    assert "CPU" in info["registered_devices"]
+    assert info["cuda"] == ("GPU" in info["registered_devices"])
+    assert info["tf_cuda_version"] == custom_op.tf_cuda_version()
+    if not info["cuda"]:
+        assert info["cuda_skipped"]  # says why there are no CUDA kernels
+    meta = Path(info["library"] + ".json")
+    assert meta.is_file()
+
+
+# (B, H, W, C, dg, Ho, Wo): empty batch, no channels, no output pixels, no input pixels
+EMPTY = [(0, 5, 6, 8, 2, 5, 6), (2, 5, 6, 0, 1, 5, 6), (2, 4, 5, 4, 2, 0, 0),
+         (1, 0, 0, 4, 1, 2, 3)]
+
+
+@pytest.mark.parametrize("B,H,W,C,dg,Ho,Wo", EMPTY)
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_empty_tensors(B, H, W, C, dg, Ho, Wo, dtype):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((B, H, W, C)), dtype)
+    off = tf.constant(rng.standard_normal((B, Ho, Wo, 2 * dg * 9)) * 2, dtype)
+    mask = tf.constant(rng.random((B, Ho, Wo, dg * 9)), dtype)
+    with tf.GradientTape() as tape:
+        tape.watch([x, off, mask])
+        cols = custom_op.deformable_im2col(x, off, mask, 3, 1, 1, 1, dg)
+        loss = tf.reduce_sum(cols * 3.0) + tf.reduce_sum(off) * 0
+    grads = tape.gradient(loss, [x, off, mask])
+    assert cols.shape == (B, Ho, Wo, 9 * C)
+    assert not np.any(cols.numpy())  # no input pixels or channels: every sample is zero
+    assert [g.shape for g in grads] == [x.shape, off.shape, mask.shape]
+    for g in grads:
+        assert np.all(np.isfinite(g.numpy()))
+    assert not np.any(grads[0].numpy()) and not np.any(grads[2].numpy())
+
+
+def _fake_nvcc(folder: Path, version: str, codes="sm_75 sm_80 sm_86 sm_89 sm_90") -> Path:
+    """An executable answering nvcc's version and target queries; it cannot compile."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arch = codes.replace("sm_", "compute_")
+    script = folder / "nvcc"
+    script.write_text(f"""#!/bin/sh
+case "$1" in
+  --version) echo "Cuda compilation tools, release {version}, V{version}.1";;
+  --list-gpu-code) echo "{codes}";;
+  --list-gpu-arch) echo "{arch}";;
+  *) echo "fake nvcc: cannot compile" >&2; exit 1;;
+esac
+""")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture
+def cuda_tf():
+    if custom_op.tf_cuda_version() is None:
+        pytest.skip("TensorFlow is not a CUDA build")
+    return int(custom_op.tf_cuda_version().split(".")[0])
+
+
+def test_nvcc_discovery_takes_the_first_of_tf_major(cuda_tf, monkeypatch, tmp_path):
+    other = cuda_tf + 1
+    monkeypatch.delenv("NVCC", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.delenv("ZSM_TF_OP_ALLOW_NVCC_MISMATCH", raising=False)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "home"))
+    _fake_nvcc(tmp_path / "home" / "bin", f"{other}.0")
+    _fake_nvcc(tmp_path / "onpath", f"{cuda_tf}.4")
+    pip = _fake_nvcc(tmp_path / "site" / "nvidia" / "cuda_nvcc" / "bin", f"{cuda_tf}.9")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'onpath'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site")] + sys.path)
+    nvcc, why = custom_op.find_nvcc()
+    assert why is None and nvcc.found_in == "PATH" and nvcc.version == (cuda_tf, 4)
+
+    monkeypatch.setenv("PATH", os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if p != str(tmp_path / "onpath")))
+    which = shutil.which  # the system's nvcc (if any) is not on PATH either
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "nvcc"
+                        else which(name, *a, **k))
+    nvcc, why = custom_op.find_nvcc()  # pip's nvidia/cuda_nvcc/bin/nvcc
+    assert nvcc.path == str(pip) and nvcc.found_in == "pip" and nvcc.version == (cuda_tf, 9)
+
+    pip.unlink()
+    nvcc, why = custom_op.find_nvcc()  # only the other major version (and /usr/local/cuda's)
+    if nvcc is None:
+        assert f"{other}.0" in why and "does not match" in why
+    else:  # a real CUDA toolkit of TensorFlow's major version in /usr/local/cuda
+        assert nvcc.found_in == "/usr/local/cuda" and nvcc.version[0] == cuda_tf
+
+    monkeypatch.setenv("NVCC", str(tmp_path / "home" / "bin" / "nvcc"))  # explicit: only that
+    nvcc, why = custom_op.find_nvcc()
+    assert nvcc is None and "does not match" in why
+    monkeypatch.setenv("ZSM_TF_OP_ALLOW_NVCC_MISMATCH", "1")
+    assert custom_op.find_nvcc()[0].version == (other, 0)
+
+
+def test_cuda_plan_targets_and_link(cuda_tf, monkeypatch, tmp_path):
+    monkeypatch.setenv("NVCC", str(_fake_nvcc(tmp_path / "a", f"{cuda_tf}.4")))
+    monkeypatch.setenv("ZSM_TF_OP_CUDA", "1")
+    monkeypatch.delenv("ZSM_TF_CUDA_ARCH", raising=False)
+    cuda, cpu = custom_op._plans(custom_op.source_dir())
+    assert cuda.info["cuda"] and not cpu.info["cuda"] and cuda.name != cpu.name
+    tf_archs = custom_op.tf_cuda_archs()
+    supported = [a for a in tf_archs if a not in ("sm_60", "sm_70")]  # the fake has no sm_6x/7x
+    assert cuda.info["cuda_archs"] == supported
+    assert any(a.startswith("compute_") for a in cuda.info["cuda_archs"])  # PTX for newer GPUs
+    if "sm_60" in tf_archs:
+        assert "cannot compile sm_60" in cuda.info["cuda_notes"][0]
+    nvcc_cmd, cxx_cmd = cuda.steps[0]
+    assert "-gencode=arch=compute_80,code=sm_80" in nvcc_cmd
+    assert "-gencode=arch=compute_90,code=compute_90" in nvcc_cmd
+    assert "-DZSM_WITH_CUDA" in cxx_cmd
+    link = " ".join(cuda.steps[1][0])
+    assert "cudart" not in link and "tensorflow_framework" in link  # TF's CUDA runtime
+
+    monkeypatch.setenv("ZSM_TF_CUDA_ARCH", "sm_86")  # another capability: another library
+    cuda86 = custom_op._plans(custom_op.source_dir())[0]
+    assert cuda86.info["cuda_archs"] == ["sm_86", "compute_86"] and cuda86.name != cuda.name
+    monkeypatch.setenv("ZSM_TF_CUDA_ARCH", "86")
+    assert "bad CUDA target" in custom_op._plans(custom_op.source_dir())[0].info["cuda_skipped"]
+
+
+@pytest.fixture
+def fresh_state(monkeypatch):
+    """The module's state as in a new process (the library file itself stays loaded)."""
+    for name, value in [("_lib", None), ("_tried", False), ("_error", None), ("_info", None),
+                        ("_warned", set())]:
+        monkeypatch.setattr(custom_op, name, value)
+
+
+def test_nvcc_mismatch_builds_cpu_only_with_a_warning(cuda_tf, monkeypatch, tmp_path,
+                                                      fresh_state):
+    monkeypatch.setenv("NVCC", str(_fake_nvcc(tmp_path, f"{cuda_tf + 1}.0")))
+    monkeypatch.setenv("ZSM_TF_OP_CUDA", "1")
+    plans = custom_op._plans(custom_op.source_dir())
+    assert len(plans) == 1 and "does not match" in plans[0].info["cuda_skipped"]
+    with pytest.warns(RuntimeWarning, match="built CPU-only.*does not match"):
+        assert custom_op.custom_op_available()
+    info = custom_op.build_info()
+    assert not info["cuda"] and Path(info["library"]).is_file()
+
+
+def test_failed_cuda_build_retries_cpu_only(cuda_tf, monkeypatch, tmp_path, fresh_state):
+    monkeypatch.setenv("NVCC", str(_fake_nvcc(tmp_path, f"{cuda_tf}.4")))  # cannot compile
+    monkeypatch.setenv("ZSM_TF_OP_CUDA", "1")
+    with pytest.warns(RuntimeWarning, match="CUDA kernels failed; building it CPU-only") as rec:
+        assert custom_op.custom_op_available()
+    assert len([w for w in rec if "zsm_tf" in str(w.message)]) == 1
+    info = custom_op.build_info()
+    assert not info["cuda"] and info["cuda_skipped"].startswith("the CUDA build failed")
+    x, off, mask, attrs = _random_case(CASES[0])
+    np.testing.assert_allclose(custom_op.deformable_im2col(x, off, mask, **attrs),
+                               deformable_im2col_gather(x, off, mask, **attrs), atol=1e-5)
+
+
+def test_auto_with_gpus_and_no_cuda_kernels_uses_gather_once_warned(monkeypatch, fresh_state):
+    if custom_op.has_cuda_kernels():
+        pytest.skip("this op library has CUDA kernels")
+    monkeypatch.setattr(custom_op, "gpus_visible", lambda: True)
+    with pytest.warns(RuntimeWarning, match="no CUDA kernels .*gather path, which runs on the GPU"):
+        assert resolve_impl("auto") == "gather"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_impl("auto") == "gather"
+        assert resolve_impl("custom_op") == "custom_op"  # asked for explicitly
+    monkeypatch.setattr(custom_op, "gpus_visible", lambda: False)
+    assert resolve_impl("auto") == "custom_op"
+
+
+def test_deterministic_impl(monkeypatch, fresh_state):
+    from zsm_tf.ops import deform_conv
+
+    assert deform_conv.determinism_enabled() is False
+    monkeypatch.setattr(custom_op, "gpus_visible", lambda: False)
+    assert deform_conv.deterministic_impl("custom_op") == "custom_op"  # CPU kernels: no atomics
+    assert deform_conv.deterministic_impl("auto") == "auto"
+    monkeypatch.setattr(custom_op, "gpus_visible", lambda: True)
+    with pytest.raises(ValueError, match="not deterministic on GPU"):
+        deform_conv.deterministic_impl("custom_op")
+    assert deform_conv.deterministic_impl("gather") == "gather"
+    with pytest.warns(RuntimeWarning, match="determinism is on"):
+        assert deform_conv.deterministic_impl("auto") == "gather"
+    monkeypatch.setattr(deform_conv, "determinism_enabled", lambda: True)
+    assert resolve_impl("auto") == "gather"  # without the caller asking
+
+
+def test_layers_do_not_build_the_op_when_constructed(monkeypatch):
+    from zsm_tf.layers.deformable_conv import DeformableConv2D
+    from zsm_tf.model import ZoomingSlowMo
+
+    def fail():
+        raise AssertionError("the op was built or loaded by a constructor")
+
+    monkeypatch.setattr(custom_op, "load", fail)
+    layer = DeformableConv2D(8, 8, 2, deform_impl="auto")
+    ZoomingSlowMo(nf=8, groups=2, front_rbs=1, back_rbs=1, deform_impl="auto").get_config()
+    layer.get_config()
+    with pytest.raises(AssertionError, match="constructor"):
+        layer.supports_jit  # noqa: B018 - resolved when Keras asks, not before
+    monkeypatch.undo()
+    assert layer.supports_jit is False  # the compiled op has no XLA kernel
+    assert DeformableConv2D(8, 8, 2, deform_impl="gather").supports_jit is True
+
+
+def test_gather_path_imports_without_posix_modules():
+    code = ("import sys; sys.modules['fcntl'] = None\n"  # as on Windows: import fcntl fails
+            "import numpy as np\n"
+            "from zsm_tf.ops import deform_conv2d, custom_op\n"
+            "from zsm_tf.layers.deformable_conv import DeformableConv2D\n"
+            "y = deform_conv2d(np.ones((1, 4, 4, 2), 'float32'), np.zeros((1, 4, 4, 18), 'float32'),"
+            " None, np.ones((3, 3, 2, 1), 'float32'), padding=1, impl='gather')\n"
+            "print(float(y.numpy().sum()))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert float(out.stdout.split()[-1]) == 2 * (4 * 4 * 9 - 4 * 4 * 3 + 4)  # padding zeros
+
+
+CUDA_BUILD_CHECK = """
+import json, sys
+import numpy as np
+from zsm_tf.ops import custom_op, deform_conv2d
+info = custom_op.build_info()
+assert info["cuda"] and "GPU" in info["registered_devices"], info
+g = np.load(sys.argv[1])
+t = lambda a: np.transpose(a, (0, 2, 3, 1))
+out = deform_conv2d(t(g["x"]), t(g["offset"]), t(g["mask"]), np.transpose(g["weight"], (2, 3, 1, 0)),
+                    g["bias"], strides=int(g["stride"]), padding=int(g["padding"]),
+                    dilation=int(g["dilation"]), deformable_groups=int(g["deformable_groups"]),
+                    impl="custom_op")
+np.testing.assert_allclose(out.numpy(), t(g["output"]), atol=1e-4)
+print(json.dumps(info))
+"""
+
+
+def test_cuda_enabled_library_builds_loads_and_runs_on_cpu(shared_dir):
+    """ZSM_TF_OP_CUDA=1: a library with CUDA kernels, linked against TensorFlow's CUDA runtime,
+    loads here (no GPU) and its CPU kernels pass the golden case. Needs an nvcc; when the only one
+    is of another CUDA major version, it is accepted for this build check only."""
+    if custom_op.tf_cuda_version() is None or not custom_op.nvcc_candidates():
+        pytest.skip("no nvcc (or TensorFlow is not a CUDA build)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZSM_TF_OP_CUDA": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    nvcc, _ = custom_op.find_nvcc()
+    if nvcc is None:
+        env["ZSM_TF_OP_ALLOW_NVCC_MISMATCH"] = "1"
+    out = subprocess.run([sys.executable, "-c", CUDA_BUILD_CHECK,
+                          str(shared_dir / "golden" / "deform_conv_modulated.npz")],
+                         cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["nvcc_version"] and info["cuda_archs"]
+    assert any(a.startswith("compute_") for a in info["cuda_archs"])
+
+
+def _gpu_op_or_skip():
+    if not custom_op.gpus_visible() or not custom_op.has_cuda_kernels():
+        pytest.skip("needs a visible GPU and an op library with CUDA kernels")
+
+
+@pytest.mark.parametrize("case", CASES + [(0, 5, 6, 8, 2, (3, 3), 1, 1, 1, 1.0, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_kernels_match_cpu_kernels(case, dtype):
+    """The TF op on /GPU:0 against the same op on /CPU:0 (runs only where a GPU is visible)."""
+    _gpu_op_or_skip()
+    x, off, mask, attrs = _random_case(case, dtype)
+    upstream = tf.random.stateless_normal(
+        [x.shape[0], off.shape[1], off.shape[2], attrs["kernel_size"][0] *
+         attrs["kernel_size"][1] * x.shape[3]], [1, 2], dtype=x.dtype)
+    results = {}
+    for device in ("/GPU:0", "/CPU:0"):
+        with tf.device(device):
+            m = None if mask is None else tf.identity(mask)
+            cols, grads = _cols_and_grads(custom_op.deformable_im2col, tf.identity(x),
+                                          tf.identity(off), m, attrs, upstream)
+        assert device[1:4] in cols.device  # placed where asked (no silent CPU fallback)
+        results[device] = [cols] + grads
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for gpu, cpu in zip(results["/GPU:0"], results["/CPU:0"]):
+        scale = 1.0 + float(np.abs(cpu.numpy()).max(initial=0.0))
+        np.testing.assert_allclose(gpu.numpy(), cpu.numpy(), atol=tol * scale, rtol=0)
+
+
+def test_gpu_gradient_refuses_under_op_determinism():
+    _gpu_op_or_skip()
+    code = ("import tensorflow as tf\n"
+            "tf.config.experimental.enable_op_determinism()\n"
+            "from zsm_tf.ops import custom_op, resolve_impl\n"
+            "assert resolve_impl('auto') == 'gather'\n"
+            "x = tf.ones([1, 4, 4, 2]); off = tf.zeros([1, 4, 4, 18]); m = tf.ones([1, 4, 4, 9])\n"
+            "with tf.device('/GPU:0'), tf.GradientTape() as t:\n"
+            "    t.watch(x); y = custom_op.deformable_im2col(x, off, m, 3, 1, 1, 1, 1)\n"
+            "try:\n"
+            "    t.gradient(y, x); print('NO ERROR')\n"
+            "except tf.errors.UnimplementedError as e:\n"
+            "    print('REFUSED', 'deterministic' in str(e))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    assert out.returncode == 0 and "REFUSED True" in out.stdout, out.stdout[-2000:]

@@ -131,7 +131,7 @@ FRESH = textwrap.dedent("""
     with open("/proc/self/maps") as f:
         maps = f.read()
     info["zsm_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "zsm_tf")
-    info["custom_op_registered"] = op_def_registry.get("DeformableIm2col") is not None
+    info["custom_op_registered"] = op_def_registry.get("ZsmTf>DeformableIm2col") is not None
     info["custom_op_library_mapped"] = "deform_im2col" in maps
     print(json.dumps(info))
 """)
@@ -373,8 +373,11 @@ def test_gather_model_copies_weights():
 
 
 def test_custom_op_in_graph_is_refused(monkeypatch):
-    monkeypatch.setattr(checks, "graph_ops", lambda d: {"Conv2D", "DeformableIm2col"})
-    with pytest.raises(checks.ExportError, match="cannot run: DeformableIm2col$"):
+    from zsm_tf.ops import custom_op
+
+    assert checks.CUSTOM_OPS == {custom_op.OP_NAME, custom_op.GRAD_OP_NAME}
+    monkeypatch.setattr(checks, "graph_ops", lambda d: {"Conv2D", custom_op.OP_NAME})
+    with pytest.raises(checks.ExportError, match="cannot run: ZsmTf>DeformableIm2col$"):
         checks.check_stock_ops("unused")
 
 

@@ -1,15 +1,27 @@
 // Standalone check (no TensorFlow) that the CUDA kernels of deform_im2col_gpu.cu.cc match the CPU
-// kernels of deform_im2col_cpu.h, forward and backward, float and double, on random problems with
-// strides, padding, dilation, groups and offsets reaching far outside the image.
+// kernels of deform_im2col_cpu.h: forward, input / offset / mask gradients, float and double, over
+// the cases of main() (batch > 1, several deformable groups, asymmetric stride / padding /
+// dilation, zero, integer, half-integer and far-outside offsets, empty tensors).
 //
-//   make -C custom_ops cuda-test      (or: make -C custom_ops/cuda_test run)
+// Every output buffer is filled with NaN (all bits set) before the kernels run, and a NaN
+// anywhere counts as a mismatch, so a kernel that leaves an element unwritten fails. The kernels
+// run on a non-default (non-blocking) stream, twice: the forward columns and the offset / mask
+// gradients must be bit-identical between the runs (the input gradient uses atomicAdd, whose
+// order may change the float rounding, so it is compared within the tolerance only).
 //
-// Exit status 0 when all cases match (or, printing SKIP, when there is no CUDA device), else 1.
+//   make -C custom_ops cuda-test      (nvcc; prints SKIP and exits 0 without a CUDA device)
+//   tests/test_cuda_kernels_host.py   (the same file compiled by g++ against host_shim/, no GPU)
+//
+// Exit status 0 when all cases match, else 1. Lines: "ok|FAIL <type> <case> ... columns <err>
+// grad_input <err> grad_offsets <err> grad_mask <err> repeat <identical|DIFFERENT>".
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -27,83 +39,153 @@ namespace {
     }                                                                                 \
   } while (0)
 
+// A device buffer; an empty one has a null pointer, as TensorFlow gives for empty tensors.
 template <typename T>
 struct DeviceBuffer {
   T* ptr = nullptr;
   size_t n = 0;
-  explicit DeviceBuffer(const std::vector<T>& host) : n(host.size()) {
-    CHECK_CUDA(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)));
-    CHECK_CUDA(cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  explicit DeviceBuffer(size_t size) : n(size) {
+    if (n) CHECK_CUDA(cudaMalloc(&ptr, n * sizeof(T)));
   }
-  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
+    if (n) CHECK_CUDA(cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (ptr) cudaFree(ptr);
+  }
+  void fill_nan(cudaStream_t s) {  // all bits set: a NaN in float and in double
+    if (n) CHECK_CUDA(cudaMemsetAsync(ptr, 0xFF, n * sizeof(T), s));
+  }
   std::vector<T> get() const {
     std::vector<T> host(n);
-    CHECK_CUDA(cudaMemcpy(host.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
+    if (n) CHECK_CUDA(cudaMemcpy(host.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
     return host;
   }
 };
 
-// max |a - b| / (1 + max |b|)
+// max |a - b| / (1 + max |b|); infinite when a NaN appears or the sizes differ.
 template <typename T>
 double rel_err(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
   double diff = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
-    scale = std::max(scale, std::fabs(double(b[i])));
+    const double x = double(a[i]), y = double(b[i]);
+    if (std::isnan(x) || std::isnan(y)) return std::numeric_limits<double>::infinity();
+    diff = std::max(diff, std::fabs(x - y));
+    scale = std::max(scale, std::fabs(y));
   }
   return diff / (1 + scale);
 }
 
 template <typename T>
-bool run_case(const zsm::DeformDims& d, double offset_scale, unsigned seed, double tol) {
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || !std::memcmp(a.data(), b.data(), a.size() * sizeof(T)));
+}
+
+enum class Offsets { kRandom, kZero, kInteger, kHalfInteger };
+
+struct Case {
+  const char* name;
+  zsm::DeformDims d;
+  Offsets kind;
+  double scale;  // of random offsets (normal * scale) or the range of integer ones
+  bool big;      // skipped by the host shim (serial execution)
+};
+
+template <typename T>
+struct Outputs {
+  std::vector<T> cols, grad_in, grad_off, grad_mask;
+};
+
+// One run of the GPU kernels on stream s, outputs NaN-filled first.
+template <typename T>
+Outputs<T> run_gpu(const zsm::DeformDims& d, cudaStream_t s, const DeviceBuffer<T>& in,
+                   const DeviceBuffer<T>& off, const DeviceBuffer<T>& mask,
+                   const DeviceBuffer<T>& grad_cols, int* err) {
+  DeviceBuffer<T> cols(grad_cols.n), gin(in.n), goff(off.n), gmask(mask.n);
+  cols.fill_nan(s);
+  gin.fill_nan(s);
+  goff.fill_nan(s);
+  gmask.fill_nan(s);
+  *err = zsm::deform_im2col_forward_gpu<T>(s, d, in.ptr, off.ptr, mask.ptr, cols.ptr);
+  if (!*err)
+    *err = zsm::deform_im2col_backward_gpu<T>(s, d, in.ptr, off.ptr, mask.ptr, grad_cols.ptr,
+                                              gin.ptr, goff.ptr, gmask.ptr);
+  CHECK_CUDA(cudaStreamSynchronize(s));
+  return {cols.get(), gin.get(), goff.get(), gmask.get()};
+}
+
+template <typename T>
+bool run_case(const Case& c, unsigned seed, double tol, cudaStream_t s) {
+  const zsm::DeformDims& d = c.d;
   std::mt19937 rng(seed);
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> uniform;
+  std::uniform_int_distribution<int> integer(-int(c.scale), int(c.scale));
   const int K = d.K();
   std::vector<T> in(d.B * d.H * d.W * d.C), off(d.pixels() * 2 * d.dg * K),
       mask(d.pixels() * d.dg * K), grad_cols(d.pixels() * K * d.C);
   for (auto& v : in) v = T(normal(rng));
-  for (auto& v : off) v = T(normal(rng) * offset_scale);
+  for (auto& v : off) {
+    switch (c.kind) {
+      case Offsets::kRandom: v = T(normal(rng) * c.scale); break;
+      case Offsets::kZero: v = T(0); break;
+      case Offsets::kInteger: v = T(integer(rng)); break;
+      case Offsets::kHalfInteger: v = T(integer(rng) + 0.5); break;
+    }
+  }
   for (auto& v : mask) v = T(uniform(rng));
   for (auto& v : grad_cols) v = T(normal(rng));
 
   // CPU reference, serial.
-  std::vector<T> cols(grad_cols.size()), grad_in(in.size(), T(0)), grad_off(off.size()),
-      grad_mask(mask.size());
-  zsm::im2col_forward_cpu(d, in.data(), off.data(), mask.data(), cols.data(), 0, d.pixels());
+  Outputs<T> ref{std::vector<T>(grad_cols.size()), std::vector<T>(in.size(), T(0)),
+                 std::vector<T>(off.size()), std::vector<T>(mask.size())};
+  zsm::im2col_forward_cpu(d, in.data(), off.data(), mask.data(), ref.cols.data(), 0, d.pixels());
   for (int64_t b = 0; b < d.B; ++b)
     zsm::im2col_backward_cpu(d, in.data(), off.data(), mask.data(), grad_cols.data(), b, 0,
-                             d.Ho * d.Wo, grad_in.data() + b * d.H * d.W * d.C, grad_off.data(),
-                             grad_mask.data());
+                             d.Ho * d.Wo, ref.grad_in.data() + b * d.H * d.W * d.C,
+                             ref.grad_off.data(), ref.grad_mask.data());
 
-  DeviceBuffer<T> d_in(in), d_off(off), d_mask(mask), d_gcols(grad_cols), d_cols(cols),
-      d_gin(grad_in), d_goff(grad_off), d_gmask(grad_mask);
-  int err = zsm::deform_im2col_forward_gpu<T>(nullptr, d, d_in.ptr, d_off.ptr, d_mask.ptr,
-                                              d_cols.ptr);
-  if (!err)
-    err = zsm::deform_im2col_backward_gpu<T>(nullptr, d, d_in.ptr, d_off.ptr, d_mask.ptr,
-                                             d_gcols.ptr, d_gin.ptr, d_goff.ptr, d_gmask.ptr);
-  if (err) {
-    std::printf("launch failed: %s\n", zsm::gpu_error_string(err));
+  const DeviceBuffer<T> d_in(in), d_off(off), d_mask(mask), d_gcols(grad_cols);
+  CHECK_CUDA(cudaDeviceSynchronize());  // uploads done before the non-blocking stream starts
+  int err = 0, err2 = 0;
+  const Outputs<T> got = run_gpu(d, s, d_in, d_off, d_mask, d_gcols, &err);
+#ifdef ZSM_HOST_SHIM
+  zsm_shim::max_blocks = 3;  // the second run on a small grid: every grid-stride loop loops
+#endif
+  const Outputs<T> again = run_gpu(d, s, d_in, d_off, d_mask, d_gcols, &err2);
+#ifdef ZSM_HOST_SHIM
+  zsm_shim::max_blocks = 0;
+#endif
+  if (err || err2) {
+    std::printf("FAIL %-6s %s: launch failed: %s\n", sizeof(T) == 4 ? "float" : "double", c.name,
+                zsm::gpu_error_string(err ? err : err2));
     return false;
   }
-  CHECK_CUDA(cudaDeviceSynchronize());
-  const double e[4] = {rel_err(d_cols.get(), cols), rel_err(d_gin.get(), grad_in),
-                       rel_err(d_goff.get(), grad_off), rel_err(d_gmask.get(), grad_mask)};
-  const bool ok = *std::max_element(e, e + 4) <= tol;
-  std::printf("%s %-6s B%ld H%ld W%ld C%ld dg%d k%dx%d s%d,%d p%d,%d d%d,%d off*%.0f: columns %.1e "
-              "grad_input %.1e grad_offsets %.1e grad_mask %.1e\n",
-              ok ? "ok  " : "FAIL", sizeof(T) == 4 ? "float" : "double", long(d.B), long(d.H),
-              long(d.W), long(d.C), d.dg, d.kh, d.kw, d.sh, d.sw, d.ph, d.pw, d.dh, d.dw,
-              offset_scale, e[0], e[1], e[2], e[3]);
+  const double e[4] = {rel_err(got.cols, ref.cols), rel_err(got.grad_in, ref.grad_in),
+                       rel_err(got.grad_off, ref.grad_off), rel_err(got.grad_mask, ref.grad_mask)};
+  const bool repeat = same_bits(got.cols, again.cols) && same_bits(got.grad_off, again.grad_off) &&
+                      same_bits(got.grad_mask, again.grad_mask) &&
+                      rel_err(again.grad_in, ref.grad_in) <= tol;
+  const bool ok = *std::max_element(e, e + 4) <= tol && repeat;
+  std::printf("%s %-6s %s B%ld H%ld W%ld C%ld Ho%ld Wo%ld dg%d k%dx%d s%d,%d p%d,%d d%d,%d: "
+              "columns %.1e grad_input %.1e grad_offsets %.1e grad_mask %.1e repeat %s\n",
+              ok ? "ok  " : "FAIL", sizeof(T) == 4 ? "float" : "double", c.name, long(d.B),
+              long(d.H), long(d.W), long(d.C), long(d.Ho), long(d.Wo), d.dg, d.kh, d.kw, d.sh,
+              d.sw, d.ph, d.pw, d.dh, d.dw, e[0], e[1], e[2], e[3],
+              repeat ? "identical" : "DIFFERENT");
   return ok;
 }
 
-zsm::DeformDims dims(int64_t B, int64_t H, int64_t W, int64_t C, int dg, int kh, int kw, int s,
-                     int p, int dil) {
-  const int64_t Ho = (H + 2 * p - dil * (kh - 1) - 1) / s + 1;
-  const int64_t Wo = (W + 2 * p - dil * (kw - 1) - 1) / s + 1;
-  return {B, H, W, C, Ho, Wo, kh, kw, s, s, p, p, dil, dil, dg};
+// Dims with Ho, Wo from the convolution formula (0 when the window does not fit).
+zsm::DeformDims dims(int64_t B, int64_t H, int64_t W, int64_t C, int dg, int kh, int kw, int sh,
+                     int sw, int ph, int pw, int dh, int dw) {
+  const int64_t Ho = std::max<int64_t>(0, (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1);
+  const int64_t Wo = std::max<int64_t>(0, (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1);
+  const bool fits = H + 2 * ph >= dh * (kh - 1) + 1 && W + 2 * pw >= dw * (kw - 1) + 1;
+  return {B, H, W, C, fits ? Ho : 0, fits ? Wo : 0, kh, kw, sh, sw, ph, pw, dh, dw, dg};
 }
 
 }  // namespace
@@ -114,19 +196,39 @@ int main() {
     std::printf("SKIP: no CUDA device\n");
     return 0;
   }
-  const zsm::DeformDims cases[] = {
-      dims(2, 9, 13, 16, 4, 3, 3, 1, 1, 1),    // the golden modulated case
-      dims(1, 11, 10, 12, 2, 3, 3, 2, 1, 2),   // strided, dilated
-      dims(3, 5, 6, 4, 1, 1, 1, 1, 0, 1),      // 1x1
-      dims(2, 17, 23, 24, 3, 3, 2, 1, 2, 1),   // odd sizes, non-square kernel
-      dims(4, 64, 112, 64, 8, 3, 3, 1, 1, 1),  // the benchmark size
+  using O = Offsets;
+  const Case cases[] = {
+      {"golden-modulated", dims(2, 9, 13, 16, 4, 3, 3, 1, 1, 1, 1, 1, 1), O::kRandom, 2.0, false},
+      {"strided-dilated", dims(1, 11, 10, 12, 2, 3, 3, 2, 2, 1, 1, 2, 2), O::kRandom, 1.5, false},
+      {"1x1", dims(3, 5, 6, 4, 1, 1, 1, 1, 1, 0, 0, 1, 1), O::kRandom, 1.0, false},
+      {"asymmetric-a", dims(2, 17, 23, 24, 3, 3, 2, 2, 1, 0, 2, 1, 2), O::kRandom, 1.0, false},
+      {"asymmetric-b", dims(2, 12, 9, 8, 2, 2, 3, 1, 3, 2, 1, 2, 1), O::kRandom, 2.0, false},
+      {"zero-offsets", dims(2, 8, 7, 6, 3, 3, 3, 1, 1, 1, 1, 1, 1), O::kZero, 0.0, false},
+      {"integer-offsets", dims(2, 8, 9, 8, 2, 3, 3, 1, 1, 1, 1, 1, 1), O::kInteger, 3.0, false},
+      {"half-integer", dims(2, 8, 9, 8, 2, 3, 3, 1, 1, 1, 1, 1, 1), O::kHalfInteger, 3.0, false},
+      {"far-outside", dims(1, 6, 7, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1), O::kRandom, 20.0, false},
+      {"very-far", dims(2, 5, 5, 4, 2, 3, 3, 1, 1, 1, 1, 1, 1), O::kRandom, 1e4, false},
+      {"group-width-32", dims(2, 6, 5, 64, 2, 3, 3, 1, 1, 1, 1, 1, 1), O::kRandom, 2.0, false},
+      {"one-pixel", dims(1, 1, 1, 2, 1, 3, 3, 1, 1, 1, 1, 1, 1), O::kRandom, 0.7, false},
+      {"empty-batch", dims(0, 5, 6, 8, 2, 3, 3, 1, 1, 1, 1, 1, 1), O::kRandom, 1.0, false},
+      {"empty-channels", dims(2, 5, 6, 0, 1, 3, 3, 1, 1, 1, 1, 1, 1), O::kRandom, 1.0, false},
+      {"empty-output", dims(2, 1, 1, 4, 1, 3, 3, 1, 1, 0, 0, 1, 1), O::kRandom, 1.0, false},
+      {"empty-input", dims(1, 0, 0, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1), O::kRandom, 1.0, false},
+      {"benchmark-size", dims(4, 64, 112, 64, 8, 3, 3, 1, 1, 1, 1, 1, 1), O::kRandom, 3.0, true},
   };
-  const double scales[] = {2.0, 1.5, 1.0, 20.0, 3.0};
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   bool ok = true;
-  for (int i = 0; i < 5; ++i) {
-    ok &= run_case<float>(cases[i], scales[i], 100 + i, 1e-4);
-    ok &= run_case<double>(cases[i], scales[i], 200 + i, 1e-10);
+  int n = 0;
+  for (const Case& c : cases) {
+#ifdef ZSM_HOST_SHIM
+    if (c.big) continue;
+#endif
+    ok &= run_case<float>(c, 100 + n, 1e-5, stream);
+    ok &= run_case<double>(c, 200 + n, 1e-12, stream);
+    ++n;
   }
-  std::printf(ok ? "all cases match\n" : "MISMATCH\n");
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  std::printf(ok ? "all %d cases match\n" : "MISMATCH (%d cases)\n", n);
   return ok ? 0 : 1;
 }

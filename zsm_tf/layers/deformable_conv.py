@@ -27,9 +27,6 @@ class DeformableConv2D(keras.layers.Layer):
         self.deformable_groups = deformable_groups
         self.kernel_size = kernel_size
         self.deform_impl = deform_impl
-        # the compiled op has no XLA kernel: keep Keras from jit-compiling a model using it
-        if resolve_impl(deform_impl) == "custom_op":
-            self.supports_jit = False
         taps = kernel_size * kernel_size
         # the reference zero-initialises the offset/mask branch: training starts as a plain conv
         self.conv_offset_mask = conv2d(3 * deformable_groups * taps, kernel_size,
@@ -57,7 +54,19 @@ class DeformableConv2D(keras.layers.Layer):
 
     @property
     def uses_custom_op(self):
+        """True when ``deform_impl`` resolves to the compiled op (builds it on the first call)."""
         return resolve_impl(self.deform_impl) == "custom_op"
+
+    # The compiled op has no XLA kernel: Keras must not jit-compile a model using it. Resolved
+    # when Keras asks (model.compile), not in the constructor, which must not build the op.
+    @property
+    def supports_jit(self):
+        return self.__dict__.get("_supports_jit", True) and (
+            getattr(self, "deform_impl", "gather") == "gather" or not self.uses_custom_op)
+
+    @supports_jit.setter
+    def supports_jit(self, value):
+        self.__dict__["_supports_jit"] = bool(value)
 
     def torch_params(self, prefix):
         return {f"{prefix}.weight": self.kernel, f"{prefix}.bias": self.bias,

@@ -1,42 +1,61 @@
 """Build, load and wrap the compiled deformable-sampling op of ``custom_ops/``.
 
-The first call of :func:`custom_op_available` (or :func:`load`) compiles the op with the system C++
-compiler against the installed TensorFlow (``tf.sysconfig`` flags) into a cache directory, keyed by
-a hash of the sources, the TensorFlow version, the compiler and the flags, then loads it with
-``tf.load_op_library``. Later processes reuse the cached library. The build goes to a temporary
-directory and is renamed into place under a file lock, so concurrent processes never see a partial
-library. When the build fails (no compiler, ...), one warning is emitted and ``impl="auto"`` falls
-back to the stock-TF gather path.
+Nothing happens at import time or when a layer is built: the first :func:`load` (called by
+``impl="auto"`` or ``"custom_op"`` when a deformable convolution first runs, or by
+:func:`custom_op_available` / :func:`build_info`) compiles the op with the system C++ compiler
+against the installed TensorFlow (``tf.sysconfig`` flags) into a cache directory, keyed by a hash
+of the sources, the TensorFlow version, the compilers, the flags and the CUDA architectures, then
+loads it with ``tf.load_op_library``. Later processes reuse the cached library. The build goes to
+a temporary directory and is renamed into place under a file lock, so concurrent processes never
+see a partial library. When the build fails (no compiler, ...), one warning is emitted and
+``impl="auto"`` falls back to the stock-TF gather path.
 
-The CUDA kernels are compiled in only when ``nvcc``, a CUDA build of TensorFlow and a visible GPU
-are all present (or ``ZSM_TF_OP_CUDA=1``). The op has no XLA kernel: do not ``jit_compile`` graphs
-that use it. A graph or SavedModel containing the op needs :func:`load` called first.
+**CUDA.** The CUDA kernels are compiled in when TensorFlow is a CUDA build, a GPU is visible (or
+``ZSM_TF_OP_CUDA=1``) and an ``nvcc`` of TensorFlow's CUDA major version is found: ``$NVCC``, else
+the first of ``$CUDA_HOME/bin``, ``$CUDA_PATH/bin``, ``PATH``, pip's ``nvidia/cuda_nvcc/bin`` and
+``/usr/local/cuda/bin`` whose major version matches ``tf.sysconfig.get_build_info()
+["cuda_version"]``. An ``nvcc`` of another major version is refused (a warning, CPU-only build).
+The kernels are compiled for TensorFlow's own ``cuda_compute_capabilities`` (SASS for each
+``sm_XY``, PTX for ``compute_XY``, so newer GPUs JIT the PTX) and link against no CUDA runtime of
+their own: their ``cuda*`` calls bind to the runtime TensorFlow loads. A CUDA build (or load)
+that fails is retried CPU-only, with one warning. :func:`build_info` says what was built.
+
+The op has no XLA kernel: do not ``jit_compile`` graphs that use it. A graph or SavedModel
+containing the op needs :func:`load` called first.
 
 Environment variables:
   ZSM_TF_DISABLE_CUSTOM_OP=1   never build or load the op (``impl="auto"`` -> gather).
   ZSM_TF_OP_CACHE=DIR          cache directory (default ``~/.cache/zsm_tf``, or under
                                ``$XDG_CACHE_HOME``).
-  ZSM_TF_OP_CUDA=0|1           force the CUDA kernels off / on.
+  ZSM_TF_OP_CUDA=0|1           force the CUDA kernels off / on (on: also without a visible GPU).
   ZSM_TF_OP_MARCH=ARCH         ``-march`` value (default ``native``, keyed by the CPU; empty: none).
-  ZSM_TF_CUDA_ARCH=ARCH        ``nvcc -arch`` value (default ``native`` with a GPU, else nvcc's).
-  CXX, NVCC                    compilers (default ``g++``, ``nvcc`` on PATH or in ``$CUDA_HOME``).
+  ZSM_TF_CUDA_ARCH=LIST        CUDA targets, e.g. ``sm_80,compute_90``; ``native``: the visible
+                               GPUs (SASS) plus PTX of the newest. Default: TensorFlow's list.
+  ZSM_TF_OP_ALLOW_NVCC_MISMATCH=1  accept an nvcc of another major version (build testing only:
+                               such kernels may not run under TensorFlow's runtime).
+  CXX, NVCC, CUDA_HOME         compilers / CUDA toolkit.
 """
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tensorflow as tf
 
-OP_NAME = "DeformableIm2col"
+OP_NAME = "ZsmTf>DeformableIm2col"
+GRAD_OP_NAME = "ZsmTf>DeformableIm2colGrad"
 _SOURCES = ("deform_im2col.h", "deform_im2col_cpu.h", "deform_im2col_gpu.h",
             "deform_im2col_op.cc", "deform_im2col_gpu.cu.cc")
 _ATTRS = ("kernel_size", "strides", "padding", "dilation", "deformable_groups")
@@ -45,10 +64,18 @@ _lock = threading.Lock()
 _lib = None
 _tried = False
 _error: str | None = None
+_info: dict | None = None
+_warned: set = set()
 
 
 def _disabled() -> bool:
     return os.environ.get("ZSM_TF_DISABLE_CUSTOM_OP", "").strip().lower() in ("1", "true", "yes")
+
+
+def _warn_once(key: str, message: str):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def source_dir() -> Path | None:
@@ -74,32 +101,185 @@ def _run(cmd) -> str:
     return out.stdout
 
 
-def _find_nvcc() -> str | None:
+def gpus_visible() -> bool:
+    """True when TensorFlow sees a GPU."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA toolchain
+
+
+def tf_cuda_version() -> str | None:
+    """The CUDA version TensorFlow was built with (``"12.5.1"``), None for a CPU-only build."""
+    info = tf.sysconfig.get_build_info()
+    return info.get("cuda_version") if info.get("is_cuda_build") else None
+
+
+def tf_cuda_archs() -> list[str]:
+    """TensorFlow's own CUDA targets, e.g. ``['sm_60', 'sm_70', 'sm_80', 'sm_89', 'compute_90']``."""
+    return list(tf.sysconfig.get_build_info().get("cuda_compute_capabilities") or [])
+
+
+@dataclass
+class Nvcc:
+    path: str
+    version: tuple  # (major, minor)
+    found_in: str   # "NVCC", "CUDA_HOME", "PATH", "pip", ...
+
+    @property
+    def version_str(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+def nvcc_version(path: str) -> tuple | None:
+    """(major, minor) from ``nvcc --version``, None when it does not run."""
+    try:
+        out = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def nvcc_candidates() -> list[tuple[str, str]]:
+    """(path, where) of every nvcc to consider, in order; ``$NVCC`` alone when it is set."""
     if os.environ.get("NVCC"):
-        return shutil.which(os.environ["NVCC"])
-    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    in_home = shutil.which(str(Path(cuda_home) / "bin" / "nvcc")) if cuda_home else None
-    return in_home or shutil.which("nvcc") or shutil.which("/usr/local/cuda/bin/nvcc")
+        found = shutil.which(os.environ["NVCC"])
+        return [(found, "NVCC")] if found else []
+    places = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            places.append((Path(os.environ[var]) / "bin" / "nvcc", var))
+    if shutil.which("nvcc"):
+        places.append((Path(shutil.which("nvcc")), "PATH"))
+    for entry in sys.path:  # pip's NVIDIA wheels: nvidia/cuda_nvcc/bin (cu12), nvidia/cu13/bin
+        if entry and os.path.isdir(os.path.join(entry, "nvidia")):
+            places += [(p, "pip") for p in sorted(Path(entry, "nvidia").glob("*/bin/nvcc"))]
+    places.append((Path("/usr/local/cuda/bin/nvcc"), "/usr/local/cuda"))
+    out, seen = [], set()
+    for path, where in places:
+        if path.is_file() and os.access(path, os.X_OK) and path.resolve() not in seen:
+            seen.add(path.resolve())
+            out.append((str(path), where))
+    return out
 
 
-def _cuda_lib_dir(nvcc: str) -> Path:
-    """The directory of libcudart_static.a (nvcc may be a wrapper script outside CUDA_HOME)."""
-    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
-             Path(nvcc).resolve().parents[1], "/usr/local/cuda"]
-    for home in filter(None, homes):
-        for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
-            if (Path(home) / sub / "libcudart_static.a").is_file():
-                return Path(home) / sub
-    raise RuntimeError("libcudart_static.a not found; set CUDA_HOME")
+def find_nvcc() -> tuple[Nvcc | None, str | None]:
+    """(the nvcc to use, None) or (None, why there is none): the first candidate whose major
+    version is TensorFlow's CUDA major version."""
+    want = tf_cuda_version()
+    if want is None:
+        return None, "TensorFlow is not a CUDA build"
+    major = int(want.split(".")[0])
+    allow_any = os.environ.get("ZSM_TF_OP_ALLOW_NVCC_MISMATCH", "").strip() == "1"
+    others = []
+    for path, where in nvcc_candidates():
+        version = nvcc_version(path)
+        if version is None:
+            others.append(f"{path} (does not run)")
+        elif version[0] == major or allow_any:
+            return Nvcc(path, version, where), None
+        else:
+            others.append(f"nvcc {version[0]}.{version[1]} at {path}")
+    if others:
+        return None, (f"{', '.join(others)} does not match TensorFlow's CUDA {want} (major "
+                      f"{major} needed)")
+    return None, (f"no nvcc found (NVCC, CUDA_HOME, PATH, pip's nvidia-cuda-nvcc-cu12, "
+                  f"/usr/local/cuda); TensorFlow needs CUDA {major}.x")
 
 
-def _want_cuda(nvcc: str | None) -> bool:
-    flag = os.environ.get("ZSM_TF_OP_CUDA", "").strip()
-    if flag in ("0", "1"):
-        if flag == "1" and nvcc is None:
-            raise RuntimeError("ZSM_TF_OP_CUDA=1 but nvcc was not found")
-        return flag == "1"
-    return bool(nvcc and tf.test.is_built_with_cuda() and tf.config.list_physical_devices("GPU"))
+def _nvcc_include_dirs(nvcc: Nvcc) -> list[str]:
+    """The CUDA include directories nvcc uses (for g++ compiling the GPU op registration)."""
+    dirs = []
+    try:
+        out = subprocess.run([nvcc.path, "--dryrun", "-x", "cu", "-c", os.devnull, "-o",
+                              os.devnull], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=60).stdout
+        for line in out.splitlines():
+            if re.match(r"#\$ (INCLUDES|SYSTEM_INCLUDES)=", line):
+                dirs += re.findall(r'"?-I"?\s*"?([^"\s]+)"?', line)
+                dirs += re.findall(r'"-isystem"\s+"([^"]+)"', line)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    pip_runtime = Path(nvcc.path).resolve().parents[2] / "cuda_runtime" / "include"
+    if pip_runtime.is_dir():  # nvidia/cuda_nvcc/bin/nvcc beside nvidia/cuda_runtime/include
+        dirs.append(str(pip_runtime))
+    return [d for d in dict.fromkeys(dirs) if Path(d, "cuda_runtime.h").is_file()]
+
+
+def _nvcc_supported(nvcc: Nvcc) -> tuple[set, set]:
+    """(real, virtual) targets this nvcc can compile for (empty sets when it cannot list them)."""
+    lists = []
+    for flag in ("--list-gpu-code", "--list-gpu-arch"):
+        try:
+            out = subprocess.run([nvcc.path, flag], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True, timeout=60).stdout
+            lists.append(set(out.split()))
+        except (OSError, subprocess.SubprocessError):
+            lists.append(set())
+    return lists[0], lists[1]
+
+
+def _visible_gpu_archs() -> list[str]:
+    archs = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if cc:
+            archs.append(f"sm_{cc[0]}{cc[1]}")
+    archs = sorted(set(archs))
+    return archs + [archs[-1].replace("sm_", "compute_")] if archs else []
+
+
+def cuda_archs(nvcc: Nvcc) -> tuple[list[str], list[str]]:
+    """(targets to compile for, notes): ``$ZSM_TF_CUDA_ARCH``, or TensorFlow's list, less what
+    this nvcc cannot compile; PTX of the newest target is added when the list has none."""
+    notes = []
+    spec = os.environ.get("ZSM_TF_CUDA_ARCH", "").strip()
+    if spec == "native":
+        archs = _visible_gpu_archs()
+        if not archs:
+            notes.append("ZSM_TF_CUDA_ARCH=native without a visible GPU: TensorFlow's list")
+    else:
+        archs = [a for a in re.split(r"[,\s]+", spec) if a]
+    if not archs:
+        archs = tf_cuda_archs() or ["sm_60", "sm_70", "sm_80", "sm_89", "compute_90"]
+    bad = [a for a in archs if not re.fullmatch(r"(sm|compute)_\d+[a-z]?", a)]
+    if bad:
+        raise RuntimeError(f"bad CUDA target(s) {bad}: use sm_XY (SASS) or compute_XY (PTX)")
+    real, virtual = _nvcc_supported(nvcc)
+    if real or virtual:
+        dropped = [a for a in archs if a not in (real if a.startswith("sm_") else virtual)]
+        if dropped:
+            notes.append(f"nvcc {nvcc.version_str} cannot compile {', '.join(dropped)}")
+        archs = [a for a in archs if a not in dropped]
+        if not archs:
+            raise RuntimeError(f"nvcc {nvcc.version_str} supports none of the CUDA targets")
+    if not any(a.startswith("compute_") for a in archs):
+        newest = max(archs, key=lambda a: int(re.sub(r"\D", "", a)))
+        archs.append(newest.replace("sm_", "compute_"))
+    return archs, notes
+
+
+def _gencode(archs: list[str]) -> list[str]:
+    out = []
+    for a in archs:
+        num = a.split("_", 1)[1]
+        code = a if a.startswith("sm_") else f"compute_{num}"
+        out.append(f"-gencode=arch=compute_{num},code={code}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Build
+
+
+@dataclass
+class _Plan:
+    name: str                  # library file name in the cache
+    steps: list                # build steps; each a list of commands run together
+    info: dict = field(default_factory=dict)
 
 
 def _cpu_fingerprint() -> str:
@@ -107,19 +287,32 @@ def _cpu_fingerprint() -> str:
     info = platform.machine() + platform.processor()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
-        info += "".join(sorted({l for l in lines if l.startswith(("model name", "flags"))}))
+        info += "".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
     except OSError:
         pass
     return info
 
 
-def _build_plan(src: Path):
-    """(library file name, list of build steps); each step is a list of commands run together."""
+def _cuda_wanted() -> tuple[Nvcc | None, str | None]:
+    """(nvcc, None) when the CUDA kernels are to be built, else (None, why not)."""
+    flag = os.environ.get("ZSM_TF_OP_CUDA", "").strip()
+    if flag == "0":
+        return None, "ZSM_TF_OP_CUDA=0"
+    if tf_cuda_version() is None:
+        return None, "TensorFlow is not a CUDA build"
+    if flag != "1" and not gpus_visible():
+        return None, "no GPU visible (ZSM_TF_OP_CUDA=1 builds the CUDA kernels anyway)"
+    nvcc, why = find_nvcc()
+    if nvcc is None:
+        return None, why
+    return nvcc, None
+
+
+def _plans(src: Path) -> list[_Plan]:
+    """The CUDA plan (when wanted and possible) then the CPU-only plan."""
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if cxx is None:
         raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH")
-    nvcc = _find_nvcc()
-    cuda = _want_cuda(nvcc)
     march = os.environ.get("ZSM_TF_OP_MARCH", "native").strip()
     cxx_version = _run([cxx, "--version"])
     cflags = ["-O3", "-fPIC", "-fopenmp-simd", "-DNDEBUG", "-Wno-deprecated-declarations",
@@ -133,71 +326,136 @@ def _build_plan(src: Path):
     key = hashlib.sha256()  # not the source path: checkouts with the same sources share a build
     for f in _SOURCES:
         key.update(f.encode() + b"\0" + (src / f).read_bytes())
-    key.update(repr((tf.__version__, cflags, lflags, cuda, cxx_version)).encode())
+    key.update(repr((tf.__version__, cflags, lflags, cxx_version)).encode())
     if march == "native":
         key.update(_cpu_fingerprint().encode())
     cflags.append(f"-I{src}")
     op_cc, gpu_cc = str(src / "deform_im2col_op.cc"), str(src / "deform_im2col_gpu.cu.cc")
-    if not cuda:
-        name = f"deform_im2col_tf{tf.__version__}_{key.hexdigest()[:16]}.so"
-        return name, [[[cxx, *cflags, "-shared", op_cc, "-o", "{out}", *lflags]]]
+    base = {"cxx": cxx, "march": march or None, "tf_version": tf.__version__,
+            "tf_cuda_version": tf_cuda_version()}
+    cpu_key = key.copy()
+    cpu = _Plan(f"deform_im2col_tf{tf.__version__}_cpu_{cpu_key.hexdigest()[:16]}.so",
+                [[[cxx, *cflags, "-shared", op_cc, "-o", "{out}", *lflags]]],
+                {**base, "cuda": False, "nvcc": None, "nvcc_version": None, "cuda_archs": []})
 
-    arch = os.environ.get("ZSM_TF_CUDA_ARCH")
-    if arch is None:
-        arch = "native" if tf.config.list_physical_devices("GPU") else ""
-    key.update(repr((arch, _run([nvcc, "--version"]))).encode())
-    name = f"deform_im2col_tf{tf.__version__}_cuda_{key.hexdigest()[:16]}.so"
-    cuda_lib = _cuda_lib_dir(nvcc)
-    nvcc_cmd = [nvcc, "-c", "-x", "cu", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", f"-I{src}",
-                *([f"-arch={arch}"] if arch else []), gpu_cc, "-o", "{tmp}/gpu.o"]
-    cxx_cmd = [cxx, *cflags, "-DZSM_WITH_CUDA", "-c", op_cc, "-o", "{tmp}/op.o"]
-    link = [cxx, "-shared", "{tmp}/op.o", "{tmp}/gpu.o", "-o", "{out}", *lflags, f"-L{cuda_lib}",
-            "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
-    return name, [[nvcc_cmd, cxx_cmd], [link]]
+    nvcc, why = _cuda_wanted()
+    if nvcc is None:
+        cpu.info["cuda_skipped"] = why
+        return [cpu]
+    try:
+        archs, notes = cuda_archs(nvcc)
+    except RuntimeError as e:
+        cpu.info["cuda_skipped"] = str(e)
+        return [cpu]
+    includes = _nvcc_include_dirs(nvcc)
+    key.update(repr((_run([nvcc.path, "--version"]), archs, includes)).encode())
+    nvcc_cmd = [nvcc.path, "-c", "-x", "cu", "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+                "-Wno-deprecated-gpu-targets", *_gencode(archs), f"-I{src}",
+                *[f"-I{d}" for d in includes], gpu_cc, "-o", "{tmp}/gpu.o"]
+    cxx_cmd = [cxx, *cflags, *[f"-I{d}" for d in includes], "-DZSM_WITH_CUDA", "-c", op_cc,
+               "-o", "{tmp}/op.o"]
+    # No CUDA runtime of our own: the kernels' cuda* calls (and the fat-binary registration)
+    # resolve to TensorFlow's, exported by libtensorflow_framework; --no-undefined checks that.
+    no_undefined = ["-Wl,--no-undefined"] if sys.platform.startswith("linux") else []
+    link = [cxx, "-shared", "{tmp}/op.o", "{tmp}/gpu.o", "-o", "{out}", *lflags, *no_undefined]
+    cuda = _Plan(f"deform_im2col_tf{tf.__version__}_cuda_{key.hexdigest()[:16]}.so",
+                 [[nvcc_cmd, cxx_cmd], [link]],
+                 {**base, "cuda": True, "nvcc": nvcc.path, "nvcc_found_in": nvcc.found_in,
+                  "nvcc_version": nvcc.version_str, "cuda_archs": archs, "cuda_notes": notes,
+                  "cuda_include_dirs": includes})
+    return [cuda, cpu]
 
 
-def build(verbose: bool = False) -> Path:
-    """Builds the op library into the cache unless it is there already; returns its path."""
-    src = source_dir()
-    if src is None:
-        raise RuntimeError("the custom_ops/ sources were not found beside the zsm_tf package")
-    name, steps = _build_plan(src)
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """An inter-process lock on ``path`` (fcntl on POSIX, msvcrt on Windows), imported here so
+    that importing this module needs no POSIX-only module."""
+    with open(path, "a+") as f:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                f.seek(0)
+                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_plan(plan: _Plan, verbose: bool = False) -> Path:
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    lib = cache / name
+    lib, meta = cache / plan.name, cache / (plan.name + ".json")
     if lib.is_file():
         return lib
-    with open(cache / (name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then find the library
+    with _exclusive(cache / (plan.name + ".lock")):  # one builder at a time
         if lib.is_file():
             return lib
         tmp = tempfile.mkdtemp(prefix=".build-", dir=cache)
         try:
-            out = os.path.join(tmp, name)
-            for step in steps:
+            out = os.path.join(tmp, plan.name)
+            for step in plan.steps:
                 cmds = [[a.format(tmp=tmp, out=out) for a in cmd] for cmd in step]
                 if verbose:
                     for cmd in cmds:
                         print(" ".join(cmd))
                 procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True) for c in cmds]
-                for cmd, p in zip(cmds, procs):
-                    log = p.communicate()[0]
+                logs = [p.communicate()[0] for p in procs]
+                for cmd, p, log in zip(cmds, procs, logs):
                     if p.returncode:
-                        (cache / (name + ".log")).write_text(" ".join(cmd) + "\n" + log)
-                        raise RuntimeError(f"compiling the op failed, see {cache / (name + '.log')}"
-                                           f":\n{log[-2000:]}")
+                        (cache / (plan.name + ".log")).write_text(" ".join(cmd) + "\n" + log)
+                        raise RuntimeError(f"compiling the op failed, see "
+                                           f"{cache / (plan.name + '.log')}:\n{log[-2000:]}")
+            meta_tmp = os.path.join(tmp, "meta.json")
+            Path(meta_tmp).write_text(json.dumps(plan.info, indent=1))
+            os.replace(meta_tmp, meta)
             os.replace(out, lib)  # atomic: readers see no library or a complete one
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return lib
 
 
+def build(verbose: bool = False) -> Path:
+    """Builds the op library into the cache unless it is there already; returns its path.
+    A CUDA build that fails is retried CPU-only (one warning)."""
+    return _build_and_load(verbose, load=False)[0]
+
+
+def _build_and_load(verbose: bool, load: bool):
+    """(library path, loaded module or None, build info) of the first plan that works."""
+    src = source_dir()
+    if src is None:
+        raise RuntimeError("the custom_ops/ sources were not found beside the zsm_tf package")
+    plans = _plans(src)
+    for i, plan in enumerate(plans):
+        try:
+            path = _build_plan(plan, verbose)
+            module = tf.load_op_library(str(path)) if load else None
+        except Exception as e:  # noqa: BLE001 - a failed CUDA build falls back to the CPU plan
+            if i + 1 == len(plans):
+                raise
+            reason = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
+            plans[-1].info["cuda_skipped"] = f"the CUDA build failed: {reason}"
+            _warn_once("cuda", f"zsm_tf: building the deformable op with CUDA kernels "
+                                     f"failed; building it CPU-only ({reason})")
+            continue
+        return path, module, {**plan.info, "library": str(path)}
+    raise AssertionError("unreachable")
+
+
 def _register_gradient(lib):
     def grad(op, grad_columns):
         attrs = {a: op.get_attr(a) for a in _ATTRS}
-        return lib.deformable_im2col_grad(op.inputs[0], op.inputs[1], op.inputs[2], grad_columns,
-                                          **attrs)
+        return _grad_fn(lib)(op.inputs[0], op.inputs[1], op.inputs[2], grad_columns, **attrs)
 
     try:
         tf.RegisterGradient(OP_NAME)(grad)
@@ -205,10 +463,18 @@ def _register_gradient(lib):
         pass
 
 
+def _forward_fn(lib):
+    return lib.zsm_tf_deformable_im2col
+
+
+def _grad_fn(lib):
+    return lib.zsm_tf_deformable_im2col_grad
+
+
 def load():
     """The loaded op module (``tf.load_op_library``), building it first if needed; None when it
     cannot be built or loaded (one warning) or ``ZSM_TF_DISABLE_CUSTOM_OP=1``."""
-    global _lib, _tried, _error
+    global _lib, _tried, _error, _info
     if _disabled():
         return None
     if _tried:
@@ -217,9 +483,12 @@ def load():
         if not _tried:
             _tried = True
             try:
-                lib = tf.load_op_library(str(build()))
+                _, lib, info = _build_and_load(False, load=True)
                 _register_gradient(lib)
-                _lib = lib
+                _lib, _info = lib, info
+                if os.environ.get("ZSM_TF_OP_CUDA", "").strip() == "1" and not info["cuda"]:
+                    _warn_once("cuda", f"zsm_tf: ZSM_TF_OP_CUDA=1 but the deformable op "
+                                              f"was built CPU-only: {info.get('cuda_skipped')}")
             except Exception as e:  # noqa: BLE001 - any failure means: use the gather path
                 _error = f"{type(e).__name__}: {e}"
                 warnings.warn(f"zsm_tf: the compiled deformable op is unavailable, falling back to "
@@ -240,6 +509,29 @@ def unavailable_reason() -> str | None:
     return _error
 
 
+def registered_devices() -> set[str]:
+    """Device types with a registered kernel of the op in this process (``{"CPU", "GPU"}``)."""
+    from tensorflow.python.framework import kernels
+
+    return {k.device_type for k in kernels.get_registered_kernels_for_op(OP_NAME).kernel}
+
+
+def has_cuda_kernels() -> bool:
+    """True when the loaded op library has GPU kernels (loads it on the first call)."""
+    return load() is not None and "GPU" in registered_devices()
+
+
+def build_info() -> dict:
+    """What was built and loaded (building and loading it on the first call): ``library`` (path or
+    None), ``cuda`` (CUDA kernels compiled in), ``registered_devices`` (kernel device types in
+    this process), ``nvcc``, ``nvcc_version``, ``cuda_archs``, ``cuda_skipped`` (why there are
+    no CUDA kernels), ``tf_cuda_version``, ``cxx``, ``march``, ``error`` (why there is no op)."""
+    if load() is None:
+        return {"library": None, "cuda": False, "registered_devices": [],
+                "error": unavailable_reason()}
+    return {**_info, "registered_devices": sorted(registered_devices()), "error": None}
+
+
 def _pair(v):
     return [int(i) for i in v] if hasattr(v, "__len__") else [int(v), int(v)]
 
@@ -253,7 +545,8 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
       kernel_size, strides, padding, dilation: int or (h, w); deformable_groups: dg, dividing C.
     Returns:
       columns [B, Ho, Wo, kh*kw*C], as :func:`zsm_tf.ops.deform_conv.deformable_im2col_gather`.
-      float16/bfloat16 inputs are computed in float32 and cast back.
+      float16/bfloat16 inputs are computed in float32 and cast back. Empty tensors give empty
+      columns (and zero gradients).
     """
     lib = load()
     if lib is None:
@@ -269,7 +562,7 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
     if mask is None:
         s = tf.shape(off)
         mask = tf.ones(tf.stack([s[0], s[1], s[2], dg * kernel_size[0] * kernel_size[1]]), compute)
-    cols = lib.deformable_im2col(x, off, tf.cast(mask, compute), kernel_size=kernel_size,
-                                 strides=_pair(strides), padding=_pair(padding),
-                                 dilation=_pair(dilation), deformable_groups=dg)
+    cols = _forward_fn(lib)(x, off, tf.cast(mask, compute), kernel_size=kernel_size,
+                            strides=_pair(strides), padding=_pair(padding),
+                            dilation=_pair(dilation), deformable_groups=dg)
     return tf.cast(cols, dtype)

@@ -9,7 +9,9 @@ reshaped to ``[kh*kw*C, Cout]``. The sampling has two implementations:
   and exportable to a SavedModel that stock TensorFlow Serving can run;
 * ``"custom_op"``: the compiled kernels of ``custom_ops/`` (see :mod:`zsm_tf.ops.custom_op`).
 
-``"auto"`` uses the compiled op when it is loaded and the gather path otherwise.
+``"auto"`` uses the compiled op when it is loaded (and, with a GPU visible, has CUDA kernels and
+op determinism is off), and the gather path otherwise; it is resolved when the op is first used,
+never when a layer is built.
 
 Sampling semantics (those of the authors' DCNv2 and of ``torchvision.ops.deform_conv2d``): tap
 ``k = i*kw + j`` of deformable group ``g`` at output pixel ``(ho, wo)`` samples at
@@ -33,15 +35,67 @@ def _pair(v, name):
     return v
 
 
-def resolve_impl(impl: str) -> str:
-    """Maps ``"auto"`` to ``"custom_op"`` when the compiled op is loaded, else ``"gather"``."""
+def determinism_enabled() -> bool:
+    """True after ``tf.config.experimental.enable_op_determinism()``."""
+    from tensorflow.python.framework import config as tf_config
+
+    return bool(tf_config.is_op_determinism_enabled())
+
+
+def deterministic_impl(impl: str) -> str:
+    """The implementation to use for a run that must be deterministic (``train.py
+    --deterministic``): where a GPU is visible, ``"custom_op"`` is refused (its CUDA input
+    gradient sums with float ``atomicAdd``) and ``"auto"`` becomes ``"gather"`` with a warning;
+    elsewhere (the CPU kernels are deterministic) ``impl`` is returned unchanged.
+
+    Raises:
+      ValueError: ``impl`` is ``"custom_op"`` and a GPU is visible.
+    """
+    from zsm_tf.ops import custom_op
+
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "auto":
-        from zsm_tf.ops import custom_op
+    if impl == "gather" or not custom_op.gpus_visible():
+        return impl
+    if impl == "custom_op":
+        raise ValueError("deform_impl='custom_op' is not deterministic on GPU (its input gradient "
+                         "sums with float atomicAdd): use deform_impl='gather' or 'auto' for a "
+                         "deterministic run")
+    custom_op._warn_once("deterministic", "zsm_tf: op determinism is on and a GPU is visible: "
+                         "deform_impl='auto' uses the gather path (the compiled op's CUDA input "
+                         "gradient is not deterministic)")
+    return "gather"
 
-        return "custom_op" if custom_op.custom_op_available() else "gather"
-    return impl
+
+def resolve_impl(impl: str) -> str:
+    """Maps ``"auto"`` to ``"custom_op"`` or ``"gather"``; builds and loads the op on first use.
+
+    ``"auto"`` is ``"gather"`` when the compiled op is unavailable; when a GPU is visible and the
+    op has no CUDA kernels (one warning: it would run on the CPU, copying every input to the host
+    and back); and when op determinism is on and a GPU is visible (see
+    :func:`deterministic_impl`). Otherwise it is ``"custom_op"``.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    from zsm_tf.ops import custom_op
+
+    if determinism_enabled() and deterministic_impl(impl) == "gather":
+        return "gather"
+    if not custom_op.custom_op_available():
+        return "gather"
+    if custom_op.gpus_visible() and not custom_op.has_cuda_kernels():
+        why = custom_op.build_info().get("cuda_skipped") or "it was built without them"
+        custom_op._warn_once(
+            "auto-no-cuda",
+            f"zsm_tf: GPUs are visible but the compiled deformable op has no CUDA kernels "
+            f"({why}), so impl='auto' uses the gather path, which runs on the GPU. For the CUDA "
+            f"kernels install a CUDA {(custom_op.tf_cuda_version() or '12').split('.')[0]}.x "
+            f"toolkit (nvcc), put it on PATH or set CUDA_HOME, and run again (the op rebuilds); "
+            f"see docs/custom_op.md.")
+        return "gather"
+    return "custom_op"
 
 
 def deformable_im2col_gather(inputs, offsets, mask, kernel_size, strides=1, padding=0,

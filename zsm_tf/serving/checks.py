@@ -13,7 +13,7 @@ from zsm_tf.serving.signatures import (INPUT_KEY, OUTPUT_KEY, SCALE, SIGNATURE_F
                                        SIGNATURES)
 
 # ops of our compiled library: never allowed in an export (TF Serving cannot load them)
-CUSTOM_OPS = frozenset({"DeformableIm2col", "DeformableIm2colGrad"})
+CUSTOM_OPS = frozenset({"ZsmTf>DeformableIm2col", "ZsmTf>DeformableIm2colGrad"})
 # the served float output may differ from the Keras model only by float32 rounding
 MAX_FLOAT_DIFF = 1e-4
 
