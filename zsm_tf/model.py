@@ -4,6 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from zsm_tf.baseline import bicubic_blend, interleave
 from zsm_tf.layers.deformable_convlstm import BiDeformableConvLSTM
 from zsm_tf.layers.feature_extractor import FeatureExtractor, FeaturePyramid
 from zsm_tf.layers.frame_interpolation import FrameFeatureInterpolation
@@ -85,31 +86,16 @@ class ZoomingSlowMo(keras.Model):
         mid = self.interpolation([pairs(lv, 0) for lv in pyr], [pairs(lv, 1) for lv in pyr])
         mid = tf.reshape(mid, [b, n - 1, h, w, nf])
         # interleave: input 0, mid 0, input 1, mid 1, ..., input N-1 -> [B, 2N-1, H, W, nf]
-        lr = pyr[0]
-        seq = tf.reshape(tf.stack([lr[:, :-1], mid], axis=2), [b, 2 * (n - 1), h, w, nf])
-        seq = tf.concat([seq, lr[:, -1:]], axis=1)
+        seq = interleave(pyr[0], mid)
 
         feats = self.convlstm(seq)
         t = 2 * n - 1
         out = self.reconstructor(tf.reshape(feats, [b * t, h, w, nf]))
         out = tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
         if self.residual == "bicubic":
-            out = out + self._bicubic_base(frames)
+            out = out + bicubic_blend(frames)
         # float32 out under a mixed-precision policy (float64 models stay float64)
         return out if out.dtype in (tf.float32, tf.float64) else tf.cast(out, tf.float32)
-
-    @staticmethod
-    def _bicubic_base(frames):
-        """[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]: bicubic x4 (Keys a=-0.5, half-pixel
-        centres, like Pillow's) of each frame, the new frames the average of their neighbours."""
-        shape = tf.shape(frames)
-        b, n, h, w = shape[0], shape[1], shape[2], shape[3]
-        up = tf.image.resize(tf.reshape(frames, [b * n, h, w, 3]), [4 * h, 4 * w],
-                             method="bicubic")
-        up = tf.reshape(tf.cast(up, frames.dtype), [b, n, 4 * h, 4 * w, 3])
-        mid = 0.5 * (up[:, :-1] + up[:, 1:])
-        base = tf.reshape(tf.stack([up[:, :-1], mid], axis=2), [b, 2 * (n - 1), 4 * h, 4 * w, 3])
-        return tf.concat([base, up[:, -1:]], axis=1)
 
     def torch_params(self):
         """{the authors' parameter name: our variable}, e.g. ``"conv_first.weight"``."""

@@ -11,10 +11,9 @@ import shutil
 import sys
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from zsm_tf.data.pipeline import upscale_bicubic
+from zsm_tf.baseline import bicubic_blend
 from zsm_tf.training import summary
 
 
@@ -30,17 +29,6 @@ def psnr(pred, target, max_val=1.0):
     mse = tf.reduce_mean(tf.square(pred - target), axis=[-3, -2, -1])
     return tf.reduce_mean(10.0 * tf.math.log(max_val ** 2 / tf.maximum(mse, 1e-10)) /
                           tf.math.log(10.0))
-
-
-def bicubic_baseline(lr, scale=4):
-    """The naive space-time baseline ``[B, N, h, w, 3] -> [B, 2N-1, H, W, 3]``: bicubic
-    upscaling of every input, the average of its neighbours for every missing frame."""
-    up = upscale_bicubic(lr, scale)
-    mid = 0.5 * (up[:, :-1] + up[:, 1:])
-    b, n = tf.shape(up)[0], tf.shape(up)[1]
-    inter = tf.reshape(tf.stack([up[:, :-1], mid], axis=2),
-                       tf.concat([[b, 2 * (n - 1)], tf.shape(up)[2:]], 0))
-    return tf.concat([inter, up[:, -1:]], axis=1)
 
 
 def image_strip(baseline, output, target, frames=None):
@@ -65,7 +53,7 @@ class ValidationCallback(keras.callbacks.Callback):
         self.writer = writer
         self.every = int(every or 0)
         self.verbose = verbose
-        self.baseline = bicubic_baseline(self.lr, scale)
+        self.baseline = bicubic_blend(self.lr, scale)
         self.baseline_psnr = float(psnr(self.baseline, self.hr))
         self._predict = None
         self.last = None
@@ -150,6 +138,3 @@ class CheckpointCallback(keras.callbacks.Callback):
         if step is not None:
             self.save(step)
 
-
-def to_uint8(images):
-    return (np.clip(np.asarray(images), 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -40,10 +40,10 @@ import keras
 import tensorflow as tf
 
 from zsm_tf.data import fixed_batch, make_source, train_dataset
+from zsm_tf.training import summary
 from zsm_tf.training.callbacks import CheckpointCallback, ValidationCallback
 from zsm_tf.training.loss import charbonnier_per_sample
 from zsm_tf.training.schedule import CosineAnnealingRestarts
-from zsm_tf.training import summary
 from zsm_tf.training.strategy import worker_info
 
 POLICIES = {None: "float32", "fp32": "float32", "bf16": "mixed_bfloat16",
