@@ -117,7 +117,31 @@ class ZoomingSlowMo(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """Keeps ``dtype``: float64 and mixed-precision models come back as they were saved."""
         config = dict(config)
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+    def compile(self, optimizer=None, loss=None, **kwargs):
+        """``keras.Model.compile`` with the paper's training setup as the defaults:
+        ``optimizer``: Adam (0.9, 0.99, eps 1e-8 placed as the authors' torch.optim.Adam places
+        it: :class:`zsm_tf.training.optimizer.TorchAdam`) at lr 4e-4 with cosine annealing
+        restarts (4 x 150k steps, eta_min 1e-7); ``loss``: Charbonnier (eps 1e-3) summed over the
+        batch, as the authors' code. Pass your own to override either."""
+        from zsm_tf.training.loss import CharbonnierLoss
+        from zsm_tf.training.optimizer import TorchAdam
+        from zsm_tf.training.schedule import CosineAnnealingRestarts
+
+        if optimizer is None:
+            optimizer = TorchAdam(learning_rate=CosineAnnealingRestarts())
+        if loss is None:
+            loss = CharbonnierLoss(eps=1e-3, reduction="sum")
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        """What ``keras.saving.load_model`` calls to compile a loaded model (Keras's own skips a
+        model whose ``compile`` is overridden)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
