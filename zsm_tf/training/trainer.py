@@ -42,8 +42,7 @@ import keras
 import tensorflow as tf
 
 from zsm_tf.data import fixed_batch, make_source, train_dataset
-from zsm_tf.training import summary
-from zsm_tf.training.callbacks import CheckpointCallback, ValidationCallback
+from zsm_tf.training.callbacks import CheckpointCallback, TrainingLog, ValidationCallback
 from zsm_tf.training.loss import replica_loss
 from zsm_tf.training.optimizer import make_adam
 from zsm_tf.training.schedule import CosineAnnealingRestarts
@@ -298,28 +297,26 @@ class Trainer:
             if self.val_source is not None:
                 val_writer = tf.summary.create_file_writer(
                     os.fspath(self.out / "logs" / "validation"))
-        callbacks = []
+        callbacks = [TrainingLog(writer, initial_step=start)]
         if self.val_source is not None:
             vlr, vhr = fixed_batch(self.val_source, int(self.cfg["data"]["val_clips"]),
                                    seed=int(self.seed_var.numpy()), scale=self.scale,
                                    quantize=bool(self.cfg["data"]["quantize_lr"]))
             callbacks.append(ValidationCallback(vlr, vhr, val_writer, t["val_every"], self.scale,
-                                                verbose=self.verbose))
+                                                verbose=self.verbose, initial_step=start))
 
         def before_save(step):
             self.step_var.assign(step)
             self.samples_var.assign(samples)
 
         ckpt_cb = CheckpointCallback(self.manager, t["checkpoint_every"], before_save,
-                                     scratch_dir=self.scratch, verbose=self.verbose)
+                                     scratch_dir=self.scratch, verbose=self.verbose,
+                                     initial_step=start)
         callbacks.append(ckpt_cb)
+        # the same Keras callbacks model.fit takes, driven the way fit drives them
         for cb in callbacks:
             cb.set_model(self.model)
             cb.on_train_begin()
-        if start > 0:
-            ckpt_cb.last_saved = start
-        elif callbacks and isinstance(callbacks[0], ValidationCallback):
-            callbacks[0].evaluate(0)  # the untrained model, for reference
 
         losses = []
         if start >= total:
@@ -344,17 +341,12 @@ class Trainer:
                     now = time.perf_counter()
                     sps = self.global_batch / max(now - tick, 1e-9)
                     tick = now
-                    if writer is not None:
-                        with writer.as_default(step=step):
-                            summary.scalar("loss", loss)
-                            summary.scalar("lr", lr)
-                            summary.scalar("samples_per_second", sps)
                     logs = {"loss": loss, "lr": lr, "samples/s": sps}
                     recent = losses[-progress.every:]
                     progress.update(step, {"loss": sum(recent) / len(recent), "lr": lr,
                                            "samples/s": sps})
                     for cb in callbacks:
-                        cb.on_train_batch_end(step, logs)
+                        cb.on_train_batch_end(step - 1, logs)
             except KeyboardInterrupt:
                 if self.num_workers == 1 and step > start:
                     self._log(f"\ninterrupted: saving step {step}")
@@ -365,7 +357,7 @@ class Trainer:
                     writer.flush()
             start = step
         for cb in callbacks:
-            cb.on_train_end({"step": start})
+            cb.on_train_end()
         if self.chief:
             path = self.out / "final.weights.h5"
             self.model.save_weights(os.fspath(path))
