@@ -74,7 +74,7 @@ def test_fit_under_mirrored_strategy_with_the_project_callbacks(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, __file__, str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((tmp_path / "result.json").read_text())
     assert res["replicas"] == 2 and res["iterations"] == STEPS

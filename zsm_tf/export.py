@@ -31,6 +31,7 @@ import tempfile
 import time
 import warnings
 
+from zsm_tf.errors import one_line as _one_line
 from zsm_tf.loading import DEFAULT_RUN_DIR, ModelLoadError, load_source, resolve_source
 
 SIGNATURE_UINT8 = "serving_default"
@@ -355,11 +356,6 @@ def export_model(model, output_dir=DEFAULT_OUTPUT_DIR, version=None, model_name=
         raise ExportError(f"export failed: {type(e).__name__}: {_one_line(e)}") from e
     shutil.rmtree(staging, ignore_errors=True)
     return final
-
-
-def _one_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def dir_size(path):
