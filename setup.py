@@ -1,14 +1,17 @@
-"""Install zsm-tf: `pip install -e .` (add `[convert]` to read the authors' `.pth` checkpoint)."""
+"""Build hook only (the project is declared in pyproject.toml).
+
+Non-editable installs (wheels) get a copy of custom_ops/ as ``zsm_tf/custom_ops_src``, so the
+deformable op can still be compiled on first use; an editable install reads custom_ops/ in place.
+"""
 import shutil
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
 from setuptools.command.build_py import build_py
 
 
 class BuildPyWithOpSources(build_py):
-    """Copies custom_ops/ into the package (zsm_tf/custom_ops_src) for non-editable installs, so
-    the deformable op can still be compiled on first use."""
+    """``build_py`` that also copies custom_ops/* into ``zsm_tf/custom_ops_src``."""
 
     def run(self):
         super().run()
@@ -21,30 +24,4 @@ class BuildPyWithOpSources(build_py):
                     shutil.copy2(f, dst / f.name)
 
 
-setup(
-    name="zsm-tf",
-    version="0.1.0",
-    description="Zooming Slow-Mo (CVPR 2020) space-time video super-resolution in TensorFlow / Keras 3",
-    packages=find_packages(include=["zsm_tf", "zsm_tf.*"]),
-    package_data={"zsm_tf": ["weights/*.h5", "weights/*.json"]},
-    cmdclass={"build_py": BuildPyWithOpSources},
-    include_package_data=True,
-    python_requires=">=3.10",
-    install_requires=[
-        "tensorflow>=2.21,<2.22",
-        "keras>=3.10",
-        "numpy",
-        "h5py",
-        "av",
-        "pillow",
-        "tqdm",
-        "pyyaml",
-        "tensorflow-serving-api>=2.21,<2.22",  # warmup-file protos of the export
-    ],
-    extras_require={
-        "convert": ["torch"],
-        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        "test": ["pytest"],
-    },
-    entry_points={"console_scripts": ["zsm-tf=zsm_tf.cli:main"]},
-)
+setup(cmdclass={"build_py": BuildPyWithOpSources})

@@ -62,7 +62,15 @@ def test_charbonnier_and_schedule():
     paper = load_config(ROOT / "configs" / "zsm_vimeo.yaml")
     assert paper["train"]["periods"] == [150000] * 4 and paper["train"]["global_batch"] == 16
     assert paper["data"]["lr_patch"] == 32 and paper["model"]["back_rbs"] == 40
-    assert load_config(ROOT / "configs" / "default.yaml") == DEFAULTS
+    # the file itself, not merged over the defaults (which would make this always true)
+    assert yaml.safe_load((ROOT / "configs" / "default.yaml").read_text()) == DEFAULTS
+    assert (paper["train"]["optimizer"], paper["train"]["loss_reduction"]) == ("torch_adam", "sum")
+    with pytest.raises(ValueError, match="loss_reduction"):
+        load_config(overrides={"train": {"loss_reduction": "median"}})
+    # the authors' reduction: the sum over every value, the mean's count times the mean
+    y = tf.random.uniform([2, 3, 4, 4, 3], seed=1)
+    assert float(charbonnier(x, y, reduction="sum")) == pytest.approx(
+        float(charbonnier(x, y)) * 2 * 3 * 4 * 4 * 3, rel=1e-5)
 
 
 def test_loss_falls_on_a_tiny_fixed_set(tmp_path):

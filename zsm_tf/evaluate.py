@@ -27,8 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from zsm_tf.upscale import (ModelLoadError, add_model_args, build_upscaler, check_model_args,
-                            load_model, quiet_tf)
+from zsm_tf.upscale import (
+    ModelLoadError,
+    add_model_args,
+    build_upscaler,
+    check_model_args,
+    load_model,
+    quiet_tf,
+)
 
 PROG = "zsm-tf evaluate"
 SCALE = 4
@@ -42,27 +48,32 @@ def downscale(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((w // scale, h // scale), Image.BICUBIC))
 
 
-def upscale_bicubic(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
-    from PIL import Image
-
-    h, w = img.shape[:2]
-    return np.asarray(Image.fromarray(img).resize((w * scale, h * scale), Image.BICUBIC))
-
-
 def mod_crop(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
     h, w = img.shape[:2]
     return img[:h - h % scale, :w - w % scale]
 
 
 def baseline_frames(lr_frames):
-    """Bicubic x4 of each input frame, missing frames the average of their neighbours (uint8)."""
+    """The baseline of :func:`zsm_tf.baseline.bicubic_blend` (the one validation and the residual
+    model use) as uint8 frames: the 2K-1 frames of K uint8 ``[h, w, 3]`` inputs, one pair at a
+    time (each frame is upscaled twice, but only two are in memory)."""
+    from zsm_tf.baseline import bicubic_blend
+    from zsm_tf.inference import to_uint8
+
+    def blend(frames):  # uint8 [k, h, w, 3] -> 2k-1 uint8 frames
+        return [to_uint8(f) for f in bicubic_blend(np.stack(frames)[None] / np.float32(255),
+                                                   SCALE).numpy()[0]]
+
     prev = None
-    for f in lr_frames:
-        up = upscale_bicubic(f).astype(np.float32)
-        if prev is not None:
-            yield np.clip(np.round((prev + up) / 2), 0, 255).astype(np.uint8)
-        yield up.astype(np.uint8)
-        prev = up
+    for i, f in enumerate(lr_frames):
+        if prev is None:
+            prev = f
+            continue
+        out = blend([prev, f])
+        yield from out if i == 1 else out[1:]
+        prev = f
+    if prev is not None and i == 0:
+        yield from blend([prev])
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -105,7 +116,8 @@ def read_hr(files):
     if len(frames) < 3:
         raise MediaError(f"{Path(files[0]).parent}: {len(frames)} frames; need at least 3")
     if min(frames[0].shape[:2]) < 4 * SCALE:
-        raise MediaError(f"{Path(files[0]).parent}: frames too small ({frames[0].shape[1]}x{frames[0].shape[0]})")
+        raise MediaError(f"{Path(files[0]).parent}: frames too small "
+                         f"({frames[0].shape[1]}x{frames[0].shape[0]})")
     for f, a in zip(files, frames):
         if a.shape != frames[0].shape:
             raise MediaError(f"{f}: {a.shape[1]}x{a.shape[0]}, but the clip's first frame is "

@@ -29,6 +29,8 @@ import warnings
 import zipfile
 from dataclasses import dataclass, replace
 
+from zsm_tf.errors import one_line as _one_line
+
 CONFIG_NAME = "model_config.json"
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_WEIGHTS = "final.weights.h5"
@@ -194,12 +196,6 @@ def read_config(source: ModelSource) -> dict:
     if isinstance(dtype, str) and dtype != "float32":
         kwargs["dtype"] = dtype
     return kwargs
-
-
-def _one_line(e) -> str:
-    text = getattr(e, "message", None) or str(e) or type(e).__name__
-    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-    return first[:300]
 
 
 def load_model(path=None, deform_impl="auto", config=None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from zsm_tf.baseline import bicubic_blend, interleave
 from zsm_tf.layers.deformable_convlstm import BiDeformableConvLSTM
 from zsm_tf.layers.feature_extractor import FeatureExtractor, FeaturePyramid
 from zsm_tf.layers.frame_interpolation import FrameFeatureInterpolation
@@ -85,31 +86,16 @@ class ZoomingSlowMo(keras.Model):
         mid = self.interpolation([pairs(lv, 0) for lv in pyr], [pairs(lv, 1) for lv in pyr])
         mid = tf.reshape(mid, [b, n - 1, h, w, nf])
         # interleave: input 0, mid 0, input 1, mid 1, ..., input N-1 -> [B, 2N-1, H, W, nf]
-        lr = pyr[0]
-        seq = tf.reshape(tf.stack([lr[:, :-1], mid], axis=2), [b, 2 * (n - 1), h, w, nf])
-        seq = tf.concat([seq, lr[:, -1:]], axis=1)
+        seq = interleave(pyr[0], mid)
 
         feats = self.convlstm(seq)
         t = 2 * n - 1
         out = self.reconstructor(tf.reshape(feats, [b * t, h, w, nf]))
         out = tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
         if self.residual == "bicubic":
-            out = out + self._bicubic_base(frames)
+            out = out + bicubic_blend(frames)
         # float32 out under a mixed-precision policy (float64 models stay float64)
         return out if out.dtype in (tf.float32, tf.float64) else tf.cast(out, tf.float32)
-
-    @staticmethod
-    def _bicubic_base(frames):
-        """[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]: bicubic x4 (Keys a=-0.5, half-pixel
-        centres, like Pillow's) of each frame, the new frames the average of their neighbours."""
-        shape = tf.shape(frames)
-        b, n, h, w = shape[0], shape[1], shape[2], shape[3]
-        up = tf.image.resize(tf.reshape(frames, [b * n, h, w, 3]), [4 * h, 4 * w],
-                             method="bicubic")
-        up = tf.reshape(tf.cast(up, frames.dtype), [b, n, 4 * h, 4 * w, 3])
-        mid = 0.5 * (up[:, :-1] + up[:, 1:])
-        base = tf.reshape(tf.stack([up[:, :-1], mid], axis=2), [b, 2 * (n - 1), 4 * h, 4 * w, 3])
-        return tf.concat([base, up[:, -1:]], axis=1)
 
     def torch_params(self):
         """{the authors' parameter name: our variable}, e.g. ``"conv_first.weight"``."""
@@ -131,7 +117,31 @@ class ZoomingSlowMo(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """Keeps ``dtype``: float64 and mixed-precision models come back as they were saved."""
         config = dict(config)
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+    def compile(self, optimizer=None, loss=None, **kwargs):
+        """``keras.Model.compile`` with the paper's training setup as the defaults:
+        ``optimizer``: Adam (0.9, 0.99, eps 1e-8 placed as the authors' torch.optim.Adam places
+        it: :class:`zsm_tf.training.optimizer.TorchAdam`) at lr 4e-4 with cosine annealing
+        restarts (4 x 150k steps, eta_min 1e-7); ``loss``: Charbonnier (eps 1e-3) summed over the
+        batch, as the authors' code. Pass your own to override either."""
+        from zsm_tf.training.loss import CharbonnierLoss
+        from zsm_tf.training.optimizer import TorchAdam
+        from zsm_tf.training.schedule import CosineAnnealingRestarts
+
+        if optimizer is None:
+            optimizer = TorchAdam(learning_rate=CosineAnnealingRestarts())
+        if loss is None:
+            loss = CharbonnierLoss(eps=1e-3, reduction="sum")
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        """What ``keras.saving.load_model`` calls to compile a loaded model (Keras's own skips a
+        model whose ``compile`` is overridden)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)

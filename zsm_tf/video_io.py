@@ -28,7 +28,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}
+VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}  # what a video output path ends with
+# video files read as training data (``videos:DIR``): anything PyAV demuxes, by these names
+VIDEO_INPUT_EXTS = VIDEO_EXTS | {".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp", ".ogv",
+                                 ".y4m", ".gif"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".tga"}
 DEFAULT_IMAGE_FPS = Fraction(25)
 

@@ -12,14 +12,13 @@
 from __future__ import annotations
 
 from zsm_tf.data.augment import apply_ops, augment_pair
-from zsm_tf.data.pipeline import (downscale, fixed_batch, index_stream, make_pair, shard_stream,
-                                  train_dataset, upscale_bicubic)
+from zsm_tf.data.pipeline import downscale, fixed_batch, index_stream, make_pair, shard_stream, train_dataset
 from zsm_tf.data.synthetic import SyntheticClips, render_clip
 from zsm_tf.data.video_clips import VideoFolder
 from zsm_tf.data.vimeo import VimeoSeptuplets
 
 __all__ = ["SyntheticClips", "VimeoSeptuplets", "VideoFolder", "make_source", "train_dataset",
-           "fixed_batch", "make_pair", "downscale", "upscale_bicubic", "augment_pair",
+           "fixed_batch", "make_pair", "downscale", "augment_pair",
            "apply_ops", "index_stream", "shard_stream", "render_clip", "parse_spec"]
 
 

@@ -44,16 +44,6 @@ def downscale(frames, scale=4, quantize=True):
     return lr
 
 
-def upscale_bicubic(frames, scale=4):
-    """Plain bicubic upscaling ``[..., h, w, C] -> [..., scale*h, scale*w, C]`` (baselines)."""
-    frames = tf.convert_to_tensor(frames, tf.float32)
-    shape = tf.shape(frames)
-    flat = tf.reshape(frames, tf.concat([[-1], shape[-3:]], 0))
-    up = tf.image.resize(flat, [shape[-3] * scale, shape[-2] * scale], method="bicubic")
-    up = tf.clip_by_value(up, 0.0, 1.0)
-    return tf.reshape(up, tf.concat([shape[:-3], tf.shape(up)[-3:]], 0))
-
-
 def sample_seed(seed, k):
     return tf.stack([tf.cast(seed, tf.int64), tf.cast(k, tf.int64)])
 

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-              ".ts", ".mts", ".3gp", ".ogv", ".y4m", ".gif"}
+from zsm_tf.video_io import VIDEO_INPUT_EXTS
 
 
 def probe(path):
@@ -98,7 +97,7 @@ class VideoFolder:
         self.crop = crop
         self.region = int(round(self.hr_patch / self.resize))
         if files is None:
-            files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_EXTS)
+            files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_INPUT_EXTS)
         self.videos = []
         self.skipped = []
         for f in files:

@@ -1,8 +1,7 @@
 """The blocks of Zooming Slow-Mo (paper Fig. 2), one file each."""
 from zsm_tf.layers.common import StridedConv2D
 from zsm_tf.layers.deformable_conv import DeformableConv2D
-from zsm_tf.layers.deformable_convlstm import (BiDeformableConvLSTM, DeformableConvLSTMCell,
-                                               StateAlignment)
+from zsm_tf.layers.deformable_convlstm import BiDeformableConvLSTM, DeformableConvLSTMCell, StateAlignment
 from zsm_tf.layers.feature_extractor import FeatureExtractor, FeaturePyramid
 from zsm_tf.layers.frame_interpolation import FrameFeatureInterpolation
 from zsm_tf.layers.pcd_alignment import PCDAlign

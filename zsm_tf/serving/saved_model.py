@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 
+from zsm_tf.errors import one_line as _one_line
 from zsm_tf.serving.checks import ExportError, check_stock_ops, verify
 from zsm_tf.serving.signatures import gather_model, serving_endpoints
 from zsm_tf.serving.warmup import DEFAULT_WARMUP_SHAPES, warmup_requests, write_warmup
@@ -61,11 +62,6 @@ def _make_dirs(path):
         p = parent
     os.makedirs(path, exist_ok=True)
     return created
-
-
-def _one_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def export_model(model, output_dir=DEFAULT_OUTPUT_DIR, version=None, model_name=None,

@@ -1,20 +1,27 @@
-"""Training callbacks: validation PSNR + TensorBoard image strips, periodic checkpoints.
+"""Training callbacks (``keras.callbacks.Callback``): per-step TensorBoard scalars, validation
+PSNR against the bicubic + blending baseline with TensorBoard image strips, periodic checkpoints.
 
-They are ``keras.callbacks.Callback`` subclasses driven by the custom training loop of
-:mod:`zsm_tf.training.trainer` through ``on_train_begin`` / ``on_train_batch_end(step, logs)`` /
-``on_train_end`` (``step`` is the *global* step, 1-based after the update), so they would also
-work under ``model.fit`` with a batch counter.
+The same objects serve ``model.fit`` and the custom loop of :mod:`zsm_tf.training.trainer`,
+which calls ``on_train_begin`` / ``on_train_batch_end`` / ``on_train_end`` as ``fit`` does. They
+count *global* steps themselves (:class:`StepCallback`), so ``every=N`` means every N optimizer
+steps in both, across resumptions::
+
+    model.compile()   # the paper's loss and optimizer
+    model.fit(ds, epochs=..., callbacks=[
+        TrainingLog("runs/zsm/logs/train"),
+        ValidationCallback(val_lr, val_hr, "runs/zsm/logs/validation", every=1000),
+        CheckpointCallback("runs/zsm/checkpoints", every=1000)])
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from zsm_tf.data.pipeline import upscale_bicubic
+from zsm_tf.baseline import bicubic_blend
 from zsm_tf.training import summary
 
 
@@ -32,17 +39,6 @@ def psnr(pred, target, max_val=1.0):
                           tf.math.log(10.0))
 
 
-def bicubic_baseline(lr, scale=4):
-    """The naive space-time baseline ``[B, N, h, w, 3] -> [B, 2N-1, H, W, 3]``: bicubic
-    upscaling of every input, the average of its neighbours for every missing frame."""
-    up = upscale_bicubic(lr, scale)
-    mid = 0.5 * (up[:, :-1] + up[:, 1:])
-    b, n = tf.shape(up)[0], tf.shape(up)[1]
-    inter = tf.reshape(tf.stack([up[:, :-1], mid], axis=2),
-                       tf.concat([[b, 2 * (n - 1)], tf.shape(up)[2:]], 0))
-    return tf.concat([inter, up[:, -1:]], axis=1)
-
-
 def image_strip(baseline, output, target, frames=None):
     """``[1, rows*H, 3*W, 3]`` image: per row ``bicubic | output | target`` of one frame of the
     first clip; by default the middle frame (an input) and the one before it (interpolated)."""
@@ -53,19 +49,99 @@ def image_strip(baseline, output, target, frames=None):
     return img[None]
 
 
-class ValidationCallback(keras.callbacks.Callback):
-    """Every ``every`` steps (and at the end): PSNR of the model on a fixed validation batch,
-    written to TensorBoard (``psnr``, ``psnr_bicubic``) with an image strip (``strip``:
-    LR-bicubic | output | target). Only the chief logs (``writer=None`` elsewhere)."""
+class StepCallback(keras.callbacks.Callback):
+    """Counts global training steps, the same under ``model.fit`` and the custom loop.
 
-    def __init__(self, lr, hr, writer=None, every=1000, scale=4, verbose=True):
+    ``step`` starts at ``initial_step`` (default: the compiled model's ``optimizer.iterations``,
+    so a resumed ``fit`` goes on counting; 0 without an optimizer) and grows by one per train
+    batch (use ``fit(steps_per_execution=1)``, the default). Subclasses implement
+    ``on_step_end(step, logs)``.
+    """
+
+    def __init__(self, initial_step=None):
         super().__init__()
+        self.initial_step = initial_step
+        self.step = 0
+
+    def on_train_begin(self, logs=None):
+        if self.initial_step is not None:
+            self.step = int(self.initial_step)
+        else:
+            opt = getattr(self.model, "optimizer", None)
+            self.step = int(opt.iterations.numpy()) if opt is not None else 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        self.on_step_end(self.step, logs)
+
+    def on_step_end(self, step, logs):
+        pass
+
+
+def _writer(writer_or_dir):
+    """``(writer, owned)``: a ``tf.summary`` writer, made from a directory if given one."""
+    if writer_or_dir is None or hasattr(writer_or_dir, "as_default"):
+        return writer_or_dir, False
+    return tf.summary.create_file_writer(os.fspath(writer_or_dir)), True
+
+
+def _learning_rate(model):
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        return None
+    return float(opt.learning_rate.numpy() if hasattr(opt.learning_rate, "numpy")
+                 else opt.learning_rate)
+
+
+class TrainingLog(StepCallback):
+    """TensorBoard scalars of every step (``every`` = 1) under ``writer`` (a ``tf.summary``
+    writer or a directory, e.g. ``runs/zsm/logs/train``): ``loss``, ``lr`` (from the logs, else
+    the optimizer's current rate) and ``samples_per_second`` when the logs have ``samples/s``.
+    Under ``fit``, ``loss`` is Keras's running mean over the epoch."""
+
+    def __init__(self, writer, every=1, initial_step=None):
+        super().__init__(initial_step)
+        self.writer, self._owned = _writer(writer)
+        self.every = max(int(every or 1), 1)
+
+    def on_step_end(self, step, logs):
+        if self.writer is None or step % self.every:
+            return
+        logs = dict(logs or {})
+        lr = logs.get("lr", logs.get("learning_rate"))
+        lr = _learning_rate(self.model) if lr is None else lr
+        with self.writer.as_default(step=int(step)):
+            if "loss" in logs:
+                summary.scalar("loss", float(logs["loss"]))
+            if lr is not None:
+                summary.scalar("lr", float(lr))
+            if "samples/s" in logs:
+                summary.scalar("samples_per_second", float(logs["samples/s"]))
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.flush()
+            if self._owned:
+                self.writer.close()
+
+
+class ValidationCallback(StepCallback):
+    """Every ``every`` steps, at the start of a fresh run (step 0: the untrained model, for
+    reference) and at the end: PSNR of the model on a fixed validation batch ``lr``
+    [B, N, h, w, 3] / ``hr`` [B, 2N-1, scale*h, scale*w, 3], written under ``writer`` (a
+    ``tf.summary`` writer or a directory) as ``psnr``, ``psnr_bicubic`` (the baseline of
+    :func:`zsm_tf.baseline.bicubic_blend`) and an image strip (``strip``: bicubic | output |
+    target). ``writer=None`` evaluates nothing (the non-chief workers of multi-worker training).
+    The value is also put in the step's logs as ``val_psnr``."""
+
+    def __init__(self, lr, hr, writer=None, every=1000, scale=4, verbose=True, initial_step=None):
+        super().__init__(initial_step)
         self.lr = tf.convert_to_tensor(lr, tf.float32)
         self.hr = tf.convert_to_tensor(hr, tf.float32)
-        self.writer = writer
+        self.writer, self._owned = _writer(writer)
         self.every = int(every or 0)
         self.verbose = verbose
-        self.baseline = bicubic_baseline(self.lr, scale)
+        self.baseline = bicubic_blend(self.lr, scale)
         self.baseline_psnr = float(psnr(self.baseline, self.hr))
         self._predict = None
         self.last = None
@@ -99,35 +175,54 @@ class ValidationCallback(keras.callbacks.Callback):
         self._last_step = step
         return value
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.every and batch % self.every == 0:
-            v = self.evaluate(batch)
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.step == 0:
+            self.evaluate(0)
+
+    def on_step_end(self, step, logs):
+        if self.every and step % self.every == 0:
+            v = self.evaluate(step)
             if logs is not None and v is not None:
                 logs["val_psnr"] = v
 
     def on_train_end(self, logs=None):
-        step = (logs or {}).get("step")
-        if step is not None:
-            self.evaluate(step)
+        self.evaluate(self.step)
+        if self._owned:
+            self.writer.close()
 
 
-class CheckpointCallback(keras.callbacks.Callback):
-    """Saves ``manager``'s checkpoint every ``every`` steps and at the end.
+class CheckpointCallback(StepCallback):
+    """Saves a ``tf.train`` checkpoint every ``every`` steps and at the end.
 
+    ``manager``: a ``tf.train.CheckpointManager``, or a directory: then the checkpoint holds the
+    model and its optimizer (``tf.train.Checkpoint(model=..., optimizer=...)``, keeping the last
+    ``max_to_keep``), restorable with ``tf.train.Checkpoint(...).restore``.
     ``before_save(step)`` updates the state saved beside the model (step, data position).
     In multi-worker training every worker must save (saving may involve collectives); workers
     other than the chief save into a temporary directory that is deleted right away
     (``scratch_dir``).
     """
 
-    def __init__(self, manager, every, before_save=None, scratch_dir=None, verbose=True):
-        super().__init__()
+    def __init__(self, manager, every=1000, before_save=None, scratch_dir=None, verbose=True,
+                 initial_step=None, max_to_keep=3):
+        super().__init__(initial_step)
         self.manager = manager
         self.every = int(every or 0)
         self.before_save = before_save
         self.scratch_dir = scratch_dir
         self.verbose = verbose
+        self.max_to_keep = max_to_keep
         self.last_saved = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not isinstance(self.manager, tf.train.CheckpointManager):
+            ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+            self.manager = tf.train.CheckpointManager(ckpt, os.fspath(self.manager),
+                                                      max_to_keep=self.max_to_keep)
+        if self.step > 0:  # resumed: this step is already on disk
+            self.last_saved = self.step
 
     def save(self, step):
         if step == self.last_saved:
@@ -141,15 +236,9 @@ class CheckpointCallback(keras.callbacks.Callback):
             print(f"{_nl()}step {step}: saved checkpoint {path}", flush=True)
         self.last_saved = step
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.every and batch % self.every == 0:
-            self.save(batch)
-
-    def on_train_end(self, logs=None):
-        step = (logs or {}).get("step")
-        if step is not None:
+    def on_step_end(self, step, logs):
+        if self.every and step % self.every == 0:
             self.save(step)
 
-
-def to_uint8(images):
-    return (np.clip(np.asarray(images), 0, 1) * 255 + 0.5).astype(np.uint8)
+    def on_train_end(self, logs=None):
+        self.save(self.step)

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from zsm_tf.training.loss import REDUCTIONS
+from zsm_tf.training.optimizer import OPTIMIZERS
+
 DEFAULTS = {
     # Quick start: a small ZoomingSlowMo (the model class defaults are the paper's full size:
     # nf=64, groups=8, front_rbs=5, back_rbs=40).
@@ -39,6 +42,9 @@ DEFAULTS = {
         "beta_1": 0.9,
         "beta_2": 0.99,
         "epsilon": 1.0e-8,
+        "optimizer": "keras_adam",   # keras_adam | torch_adam (eps after the bias correction, as
+                                     # the authors' torch.optim.Adam: zsm_tf/training/optimizer.py)
+        "loss_reduction": "mean",    # mean | sum (the authors': sum over the global batch)
         "periods": None,           # cosine periods (steps); None: one period of train.steps
         "restart_weights": None,   # None: 1 for every period
         "eta_min": 1.0e-7,
@@ -79,6 +85,12 @@ def load_config(path=None, overrides=None):
         extra = set(cfg[sec]) - set(DEFAULTS[sec]) if sec != "model" else set()
         if extra:
             raise ValueError(f"unknown keys in config section {sec!r}: {sorted(extra)}")
+    t = cfg["train"]
+    if t["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {t['optimizer']!r}")
+    if t["loss_reduction"] not in REDUCTIONS:
+        raise ValueError(f"train.loss_reduction must be one of {REDUCTIONS}, "
+                         f"got {t['loss_reduction']!r}")
     return cfg
 
 

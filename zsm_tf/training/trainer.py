@@ -8,8 +8,9 @@ and logging identical everywhere. The loop is the standard distributed custom lo
   created under ``strategy.scope()``, so variables are mirrored;
 * the data comes from ``strategy.distribute_datasets_from_function``: every input pipeline
   (worker) builds only its own slice of each global batch (:mod:`zsm_tf.data.pipeline`);
-* one ``tf.function`` step runs ``strategy.run(replica_step)``: forward, Charbonnier loss scaled
-  by ``1 / global_batch`` (``tf.nn.compute_average_loss``), gradients, and
+* one ``tf.function`` step runs ``strategy.run(replica_step)``: forward, this replica's share of
+  the Charbonnier loss of the global batch (:func:`zsm_tf.training.loss.replica_loss`: the mean
+  over every value, or the authors' sum with ``train.loss_reduction: sum``), gradients, and
   ``optimizer.apply_gradients``, which all-reduces (sums) the gradients across replicas and
   workers inside the Keras optimizer;
 * state is a ``tf.train.Checkpoint(model=..., optimizer=..., step=..., samples_seen=...,
@@ -28,6 +29,7 @@ Output directory (relied on by other tools)::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -40,10 +42,10 @@ import keras
 import tensorflow as tf
 
 from zsm_tf.data import fixed_batch, make_source, train_dataset
-from zsm_tf.training.callbacks import CheckpointCallback, ValidationCallback
-from zsm_tf.training.loss import charbonnier_per_sample
+from zsm_tf.training.callbacks import CheckpointCallback, TrainingLog, ValidationCallback
+from zsm_tf.training.loss import replica_loss
+from zsm_tf.training.optimizer import make_adam
 from zsm_tf.training.schedule import CosineAnnealingRestarts
-from zsm_tf.training import summary
 from zsm_tf.training.strategy import worker_info
 
 POLICIES = {None: "float32", "fp32": "float32", "bf16": "mixed_bfloat16",
@@ -72,6 +74,18 @@ class _Progress:
         elif step % self.every == 0 or step == self.target:
             text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
             print(f"step {step}/{self.target}  {text}", flush=True)
+
+
+@contextlib.contextmanager
+def graph_optimizations(enabled=True):
+    """Grappler on or off inside the block (the functions first run in it are optimised, or not,
+    for good); the process's previous setting comes back after it."""
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not enabled})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
 def _model_class():
@@ -118,14 +132,9 @@ class Trainer:
         if self.val_source is not None:
             self._log(f"Validation data: {d['val_clips']} clip(s) of {self.val_source.describe()}")
 
-        if not t.get("graph_optimizations", True):
-            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        # the model's own dtype policy: the process-wide Keras policy is left alone
         self.policy = POLICIES[t.get("mixed_precision")]
-        keras.mixed_precision.set_global_policy(self.policy)
-        try:
-            self._build()
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
+        self._build()
 
     def _log(self, msg):
         if self.verbose:
@@ -144,9 +153,9 @@ class Trainer:
         if t.get("init_seed") is not None:
             keras.utils.set_random_seed(int(t["init_seed"]))
         with self.strategy.scope():
-            self.model = _model_class()(**model_cfg)
-            opt = keras.optimizers.Adam(learning_rate=self.schedule, beta_1=t["beta_1"],
-                                        beta_2=t["beta_2"], epsilon=t["epsilon"])
+            self.model = _model_class()(**model_cfg, dtype=self.policy)
+            opt = make_adam(t.get("optimizer", "keras_adam"), self.schedule, t["beta_1"],
+                            t["beta_2"], t["epsilon"])
             if self.policy == "mixed_float16":
                 opt = keras.optimizers.LossScaleOptimizer(opt)
             opt.build(self.model.trainable_variables)
@@ -212,6 +221,7 @@ class Trainer:
         model, opt, strategy = self.model, self.optimizer, self.strategy
         t = self.cfg["train"]
         eps = float(t["charbonnier_eps"])
+        reduction = t.get("loss_reduction", "mean")
         global_batch = self.global_batch
         fp16 = self.policy == "mixed_float16"
         sync_finite = fp16 and strategy.num_replicas_in_sync > 1
@@ -219,8 +229,7 @@ class Trainer:
         def compute(lr, hr):
             with tf.GradientTape() as tape:
                 out = model(lr, training=True)
-                per_sample = charbonnier_per_sample(hr, out, eps)
-                loss = tf.nn.compute_average_loss(per_sample, global_batch_size=global_batch)
+                loss = replica_loss(hr, out, global_batch, eps, reduction)
                 scaled = opt.scale_loss(loss) if fp16 else loss
             grads = tape.gradient(scaled, model.trainable_variables)
             return loss, grads
@@ -264,7 +273,12 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self, steps=None):
         """Trains up to global step ``steps`` (default ``train.steps``), resuming if possible.
-        Returns ``{"step", "losses" (this run's per-step losses), "val_psnr"}``."""
+        Returns ``{"step", "losses" (this run's per-step losses), "val_psnr"}``.
+        ``train.graph_optimizations: false`` switches Grappler off for this call only."""
+        with graph_optimizations(bool(self.cfg["train"].get("graph_optimizations", True))):
+            return self._fit(steps)
+
+    def _fit(self, steps):
         t = self.cfg["train"]
         total = int(steps if steps is not None else t["steps"])
         start = self.restore()
@@ -283,28 +297,26 @@ class Trainer:
             if self.val_source is not None:
                 val_writer = tf.summary.create_file_writer(
                     os.fspath(self.out / "logs" / "validation"))
-        callbacks = []
+        callbacks = [TrainingLog(writer, initial_step=start)]
         if self.val_source is not None:
             vlr, vhr = fixed_batch(self.val_source, int(self.cfg["data"]["val_clips"]),
                                    seed=int(self.seed_var.numpy()), scale=self.scale,
                                    quantize=bool(self.cfg["data"]["quantize_lr"]))
             callbacks.append(ValidationCallback(vlr, vhr, val_writer, t["val_every"], self.scale,
-                                                verbose=self.verbose))
+                                                verbose=self.verbose, initial_step=start))
 
         def before_save(step):
             self.step_var.assign(step)
             self.samples_var.assign(samples)
 
         ckpt_cb = CheckpointCallback(self.manager, t["checkpoint_every"], before_save,
-                                     scratch_dir=self.scratch, verbose=self.verbose)
+                                     scratch_dir=self.scratch, verbose=self.verbose,
+                                     initial_step=start)
         callbacks.append(ckpt_cb)
+        # the same Keras callbacks model.fit takes, driven the way fit drives them
         for cb in callbacks:
             cb.set_model(self.model)
             cb.on_train_begin()
-        if start > 0:
-            ckpt_cb.last_saved = start
-        elif callbacks and isinstance(callbacks[0], ValidationCallback):
-            callbacks[0].evaluate(0)  # the untrained model, for reference
 
         losses = []
         if start >= total:
@@ -329,17 +341,12 @@ class Trainer:
                     now = time.perf_counter()
                     sps = self.global_batch / max(now - tick, 1e-9)
                     tick = now
-                    if writer is not None:
-                        with writer.as_default(step=step):
-                            summary.scalar("loss", loss)
-                            summary.scalar("lr", lr)
-                            summary.scalar("samples_per_second", sps)
                     logs = {"loss": loss, "lr": lr, "samples/s": sps}
                     recent = losses[-progress.every:]
                     progress.update(step, {"loss": sum(recent) / len(recent), "lr": lr,
                                            "samples/s": sps})
                     for cb in callbacks:
-                        cb.on_train_batch_end(step, logs)
+                        cb.on_train_batch_end(step - 1, logs)
             except KeyboardInterrupt:
                 if self.num_workers == 1 and step > start:
                     self._log(f"\ninterrupted: saving step {step}")
@@ -350,7 +357,7 @@ class Trainer:
                     writer.flush()
             start = step
         for cb in callbacks:
-            cb.on_train_end({"step": start})
+            cb.on_train_end()
         if self.chief:
             path = self.out / "final.weights.h5"
             self.model.save_weights(os.fspath(path))

@@ -1,0 +1,93 @@
+"""Packaging and the small shared helpers: pyproject.toml declares the project (version from the
+package, a keras floor that TensorFlow accepts, tensorboard), one baseline and one interleave."""
+import re
+from importlib.metadata import requires
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def project():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _floor(spec, name):
+    m = re.search(rf"^{name}\s*>=\s*([0-9.]+)", spec)
+    if not m:
+        return None
+    parts = [int(x) for x in m.group(1).split(".")]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def test_pyproject_is_the_single_source(project):
+    import zsm_tf
+
+    assert "version" in project["dynamic"] and "version" not in project
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    assert conf["setuptools"]["dynamic"]["version"] == {"attr": "zsm_tf.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", zsm_tf.__version__)
+    setup_py = (ROOT / "setup.py").read_text()
+    assert "version" not in setup_py and "install_requires" not in setup_py
+    assert "custom_ops_src" in setup_py  # the build hook
+    assert not (ROOT / "pytest.ini").exists()
+    assert project["scripts"]["zsm-tf"] == "zsm_tf.cli:main"
+    assert {"convert", "gpu", "test"} <= set(project["optional-dependencies"])
+    # the export writes its warmup file with TF Serving's protos: a dependency, not an extra
+    assert any(d.startswith("tensorflow-serving-api") for d in project["dependencies"])
+
+
+def test_keras_floor_is_tensorflows_and_tensorboard_is_installed(project):
+    deps = project["dependencies"]
+    ours = next(_floor(d, "keras") for d in deps if d.startswith("keras"))
+    tf_needs = next(_floor(r, "keras") for r in requires("tensorflow") if r.startswith("keras"))
+    assert ours >= tf_needs, (ours, tf_needs)
+    assert any(d.split()[0] == "tensorboard" for d in deps)
+    assert "tensorboard --logdir runs/zsm/logs" in (ROOT / "README.md").read_text()
+
+
+def test_one_line():
+    from zsm_tf.errors import one_line
+
+    assert one_line(ValueError("bad value\n  details")) == "bad value"
+    assert one_line(KeyError()) == "KeyError"
+    assert len(one_line(RuntimeError("x" * 500))) == 300
+
+
+def test_video_extensions_are_defined_once():
+    from zsm_tf.data import video_clips
+    from zsm_tf.video_io import VIDEO_EXTS, VIDEO_INPUT_EXTS
+
+    assert VIDEO_EXTS < VIDEO_INPUT_EXTS and not hasattr(video_clips, "VIDEO_EXTS")
+
+
+def test_interleave_and_the_one_baseline():
+    import tensorflow as tf
+
+    from zsm_tf.baseline import bicubic_blend, interleave
+    from zsm_tf.evaluate import baseline_frames
+    from zsm_tf.inference import to_uint8
+
+    kept = tf.reshape(tf.range(2 * 3, dtype=tf.float32), [2, 3, 1])
+    new = 100 + tf.reshape(tf.range(2 * 2, dtype=tf.float32), [2, 2, 1])
+    np.testing.assert_array_equal(interleave(kept, new).numpy()[..., 0],
+                                  [[0, 100, 1, 101, 2], [3, 102, 4, 103, 5]])
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, size=(3, 8, 12, 3), dtype=np.uint8)
+    base = bicubic_blend(lr[None] / np.float32(255)).numpy()[0]
+    up = tf.image.resize(lr / np.float32(255), [32, 48], method="bicubic").numpy()
+    np.testing.assert_allclose(base[::2], up, atol=1e-6)
+    np.testing.assert_allclose(base[1], (up[0] + up[1]) / 2, atol=1e-6)
+    # evaluate's uint8 baseline is the same function, rounded
+    frames = list(baseline_frames(list(lr)))
+    assert len(frames) == 5
+    for got, want in zip(frames, base):
+        np.testing.assert_array_equal(got, to_uint8(want))
