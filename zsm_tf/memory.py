@@ -26,9 +26,13 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 GiB = 1 << 30
-BASE_BYTES = int(0.85 * GiB)   # TF + op + runtime arenas (measured 0.75 GB after the first call)
-K_LR = 24.0                    # live LR tensors per frame per nf channel (fitted)
-K_HR = 3.5                     # live 64-channel HR tensors per reconstructed frame (fitted)
+BASE_BYTES = int(0.85 * GiB)   # TF + op + runtime (measured 0.82 GiB with 64x48 frames)
+K_LR = 7.0                     # live LR tensors per frame per nf channel (fitted, see below)
+K_HR = 2.2                     # live 64-channel HR tensors per reconstructed frame (fitted)
+# Fitted on the shipped model (nf=32), window 4, 320x180 whole frames: peak RSS 1.63 GiB with
+# recon_chunk=1 and 4.29 GiB with all 7 frames at once, so one frame's reconstruction holds
+# (4.29 - 1.63) / 6 = 0.44 GiB = 2.0 x 64 channels at 4x; the rest, 0.29 GiB over the base and
+# buffers, is the LR part: 6 x (2N-1) x nf x H x W floats. K_LR, K_HR round these up.
 BF16_FACTOR = 0.75             # bfloat16 activations (weights and some casts stay float32)
 MARGIN = 1.10                  # safety margin on the model's share
 DEFAULT_CAP = 5 * GiB          # default budget: at most this much (see default_budget)
@@ -121,14 +125,13 @@ def model_bytes(shape: ModelShape, window: int, th: int, tw: int, batch: int = 1
     return MARGIN * act
 
 
-def buffer_bytes(window: int, h: int, w: int, tiled: bool, queued: int) -> float:
-    """The upscaler's own buffers: input frames, the blended float32 window output (tiles
-    only; whole frames use the model's output), ``queued`` uint8 output frames."""
+def buffer_bytes(window: int, h: int, w: int, queued: int) -> float:
+    """The upscaler's own buffers: the float32 input window, the float32 window output (the
+    model's own output with whole frames, the blending buffer with tiles), ``queued`` uint8
+    output frames waiting for the encoder."""
     t = 2 * window - 1
     hr = 16 * h * w * 3
-    out = t * hr * 4 if tiled else t * hr * 4   # the model's own output, or the blend buffer
-    pred = t * hr * 4 if not tiled else 0       # whole frames: the tf output copied to numpy
-    return window * h * w * 3 * 4 + out + pred + queued * hr
+    return window * h * w * 3 * 4 + t * hr * 4 + queued * hr
 
 
 def estimate(shape: ModelShape, window: int, h: int, w: int, tile_hw: Optional[Tuple[int, int]],
@@ -137,9 +140,8 @@ def estimate(shape: ModelShape, window: int, h: int, w: int, tile_hw: Optional[T
     ``tile_hw`` (None: whole frames)."""
     th, tw = tile_hw if tile_hw else (h, w)
     th, tw = min(th, h), min(tw, w)
-    tiled = (th, tw) != (h, w)
     params = shape.params * 4 * (2 if shape.bf16 else 1)
-    return (BASE_BYTES + params + buffer_bytes(window, h, w, tiled, queued)
+    return (BASE_BYTES + params + buffer_bytes(window, h, w, queued)
             + model_bytes(shape, window, th, tw, batch))
 
 
