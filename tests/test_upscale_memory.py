@@ -189,15 +189,17 @@ def test_auto_tiles_keep_640x480_under_the_budget(tmp_path, again_frames):
 @needs_videos
 def test_bfloat16_within_stated_cost_of_float32(again_frames):
     """PSNR-Y of the shipped weights on a held-out clip in bfloat16 vs float32: the difference is
-    within the cost recorded in the shipped model_config.json (what README states)."""
+    within the 0.05 dB README states (and within the cost recorded in model_config.json)."""
     from zsm_tf.evaluate import evaluate_clip, mod_crop
     from zsm_tf.inference import trained_settings
+    from zsm_tf.precision import AUTO_MAX_COST_DB
     from zsm_tf.upscale import load_model
 
-    cost = trained_settings()["bf16_psnr_cost_db"]
+    cost = trained_settings().get("bf16_psnr_cost_db", AUTO_MAX_COST_DB)
     model = load_model()
     hr = [mod_crop(f) for f in again_frames]
     psnr = {p: evaluate_clip(SpaceTimeUpscaler(model, window=4, precision=p), hr)["model"][0]
             for p in ("float32", "bfloat16")}
     assert psnr["float32"] > 30
-    assert psnr["float32"] - psnr["bfloat16"] <= max(cost, 0.0) + 0.02, psnr
+    print(psnr)
+    assert abs(psnr["float32"] - psnr["bfloat16"]) <= max(AUTO_MAX_COST_DB, cost), psnr
