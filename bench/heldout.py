@@ -6,6 +6,7 @@ bicubic x4 + frame blending. Prints per-clip rows, the average, and the gap on a
 the new (interpolated) frames alone.
 
     python bench/heldout.py [--frames 13] [--weights W] [--videos ../shared/videos]
+    python bench/heldout.py --frames 9 --window 4 --precision bfloat16
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ HELD_OUT = ("again.mkv", "night.mkv", "thanks.mkv", "yes.mkv", "realshort.mp4")
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 
 
-def heldout_scores(model, videos=DEFAULT_VIDEOS, frames=13, window=7, clips=HELD_OUT):
+def heldout_scores(model, videos=DEFAULT_VIDEOS, frames=13, window=7, clips=HELD_OUT,
+                   precision="float32"):
     """[(clip name, evaluate_clip result)] and their average, for the first ``frames`` frames."""
     from zsm_tf.evaluate import average_of, evaluate_clip, mod_crop
     from zsm_tf.inference import SpaceTimeUpscaler
     from zsm_tf.video_io import open_source
 
-    upscaler = SpaceTimeUpscaler(model, window=window)
+    upscaler = SpaceTimeUpscaler(model, window=window, precision=precision)
     rows = []
     for name in clips:
         with open_source(Path(videos) / name) as src:
@@ -41,6 +43,9 @@ def main():
     parser.add_argument("--weights", help="a .weights.h5 or a training run dir (default: the "
                                           "shipped weights)")
     parser.add_argument("--videos", default=str(DEFAULT_VIDEOS))
+    parser.add_argument("--window", type=int, default=7, help="input frames per model call (default 7)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--json", help="also write the per-clip numbers to this file")
     args = parser.parse_args()
 
     from zsm_tf.evaluate import format_table
@@ -48,8 +53,16 @@ def main():
     from zsm_tf.upscale import default_weights
 
     model = load_model(args.weights or default_weights())
-    rows, avg = heldout_scores(model, args.videos, args.frames)
+    rows, avg = heldout_scores(model, args.videos, args.frames, window=args.window,
+                               precision=args.precision)
+    print(f"window {args.window}, {args.precision}, first {args.frames} frames")
     print(format_table(rows, avg))
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"window": args.window, "precision": args.precision,
+                                               "frames": args.frames, "rows": rows,
+                                               "average": avg}, indent=1))
     gap = avg["model"][0] - avg["baseline"][0]
     gap_new = avg["model_new"][0] - avg["baseline_new"][0]
     print(f"\nPSNR-Y gap, model - (bicubic + blending): {gap:+.2f} dB on all frames, "

@@ -1,34 +1,57 @@
-"""Benchmark of clip upscaling: seconds per output frame and peak memory.
+"""Benchmark of `zsm-tf upscale`: today's code against an older commit, in one run.
 
-    python bench/upscale.py                      # 320x180 -> 1280x720, the shipped weights
-    python bench/upscale.py --full-size          # the default (paper-size) model, random weights
-    python bench/upscale.py --frames 7 --window 7 --tile 96 --weights W.weights.h5
+    python bench/upscale.py                                   # old (37c1d88) vs new, 3 sizes
+    python bench/upscale.py --sizes 320x180 --frames 13 --new-args "--precision bfloat16"
+    python bench/upscale.py --no-old --sizes 640x480          # this checkout only
 
-Runs :class:`zsm_tf.inference.SpaceTimeUpscaler` (the code behind ``zsm-tf upscale``) on K
-generated frames (a textured picture panning), after one warm-up window (tf.function trace and
-first-call allocations, timed apart). Reports the steady seconds per output frame, the warm-up
-time and the process's peak RSS (``ru_maxrss``: the peak of the whole process, TensorFlow
-included). Weights: --weights, else the shipped ``zsm_tf/weights/``, else (or with
---full-size) the default architecture with random weights (speed and memory do not depend on the
-values; said in the output). Prints one JSON line at the end.
+For every input size, a generated clip (a textured picture panning; ``--frames`` frames, H.264
+CRF 0) is upscaled to an .mp4 by the whole command, `python -m zsm_tf.cli upscale IN OUT`, with
+its default flags and the shipped weights (the default model), each run in a fresh process:
+
+* **new**: this checkout;
+* **old**: the same command in a checkout of ``--old-commit`` (``git worktree add`` into a
+  temporary folder, removed at the end), whose defaults were ``--window 7``, whole frames,
+  float32, the reconstruction of all 2N-1 frames at once. The old code needs about 20 GB at
+  640x480 and more at 1280x720 (it is killed there), so by default it only runs at sizes of at
+  most ``--old-max-pixels`` (320x240) and the others are reported as not run.
+
+Reported per run: wall time of the command (model loading, tracing and the first window
+included: what a user waits for), seconds per output frame (wall / outputs), the CPU seconds
+the process used (less sensitive than wall time to other load on a shared machine), and the
+peak RSS of the process (``ru_maxrss`` of the child, measured by the child itself). Runs are one after
+the other, never two at once. Prints a table, the new/old time ratio per size and one JSON line.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
-import resource
+import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+CHILD = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from zsm_tf import upscale
+rc = upscale.main(sys.argv[1:])
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print("BENCH " + json.dumps({"rc": rc, "wall_s": time.perf_counter() - t0,
+      "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss": ru.ru_maxrss * 1024}))
+"""
+
 
 def frames(k, w, h, seed=0):
+    """K frames of a smooth random texture panning 3 pixels per frame, uint8 [h, w, 3]."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (h // 8 + 1, w // 8 + k + 1, 3)).astype(np.uint8)
     from PIL import Image
@@ -38,82 +61,109 @@ def frames(k, w, h, seed=0):
         yield np.ascontiguousarray(big[:h, 3 * i:3 * i + w])
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def make_clip(path, k, w, h):
+    import av
+
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = w, h, "yuv444p"
+        st.options = {"crf": "0"}
+        for f in frames(k, w, h):
+            for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+
+
+def run_cli(checkout, clip, out, extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(checkout)}
+    cmd = [sys.executable, "-c", CHILD, str(clip), str(out), "-q", *extra]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("BENCH ")]
+    if not line:
+        tail = (res.stderr.strip().splitlines() or [""])[-1][:200]
+        return {"rc": res.returncode, "wall_s": time.perf_counter() - t0, "peak_rss": None,
+                "error": tail or f"killed (status {res.returncode})"}
+    r = json.loads(line[0][6:])
+    if r["rc"]:
+        r["error"] = (res.stderr.strip().splitlines() or [""])[-1][:200]
+    return r
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="320x180", help="input WxH (default 320x180 -> 1280x720)")
-    p.add_argument("--frames", type=int, default=4, help="input frames K (2K-1 outputs; default 4)")
-    p.add_argument("--window", type=int, default=4, help="input frames per model call (default 4)")
-    p.add_argument("--tile", type=int, help="tile size in input pixels (default: whole frames)")
-    p.add_argument("--tile-overlap", type=int)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--self-ensemble", action="store_true")
-    p.add_argument("--weights", help=".weights.h5 (default: shipped weights, else random)")
-    p.add_argument("--config", help="JSON of ZoomingSlowMo arguments (default: beside the weights)")
-    p.add_argument("--full-size", action="store_true",
-                   help="time the default (paper-size) architecture with random weights")
+    p.add_argument("--sizes", default="320x180,640x480,1280x720", help="input sizes WxH, comma-separated")
+    p.add_argument("--frames", default="13,4,2",
+                   help="input frames per size (one number, or one per size; default 13,4,2)")
+    p.add_argument("--old-commit", default="37c1d88")
+    p.add_argument("--no-old", action="store_true", help="only this checkout")
+    p.add_argument("--old-max-pixels", type=int, default=320 * 240,
+                   help="run the old code only up to this many input pixels (default 320x240: "
+                        "it needs ~20 GB at 640x480)")
+    p.add_argument("--old-args", default="", help="extra flags for the old command")
+    p.add_argument("--new-args", default="", help="extra flags for the new command, e.g. "
+                                                  "'--precision bfloat16'")
     args = p.parse_args(argv)
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
+    ks = [int(v) for v in args.frames.split(",")]
+    ks = ks * len(sizes) if len(ks) == 1 else ks
+    if len(ks) != len(sizes):
+        sys.exit("bench: --frames needs one number or one per size")
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    tmp = Path(tempfile.mkdtemp(prefix="zsm_bench_"))
+    old = None
+    import signal
 
-    from zsm_tf import upscale
-    from zsm_tf.inference import SpaceTimeUpscaler
-    from zsm_tf.model import ZoomingSlowMo
-
-    rss0 = peak_rss_mb()
-    t0 = time.perf_counter()
-    weights_note = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # clean up the worktree on kill
     try:
-        if args.full_size:
-            raise upscale.ModelLoadError("--full-size")
-        model = upscale.load_model(args.weights, args.config)
-        weights_note = str(args.weights or upscale.default_weights())
-    except upscale.ModelLoadError as e:
-        if args.weights:
-            sys.exit(f"bench: {e}")
-        cfg = json.loads(Path(args.config).read_text()) if args.config else {}
-        model = ZoomingSlowMo.from_config(cfg) if cfg else ZoomingSlowMo()
-        weights_note = ("random" + ("" if args.full_size else " (no shipped weights)")
-                        + ": timings and memory only")
-    t_load = time.perf_counter() - t0
-    upscaler = SpaceTimeUpscaler(model, window=args.window, tile=args.tile, overlap=args.tile_overlap,
-                                 self_ensemble=args.self_ensemble, batch=args.batch)
-    n_in = min(args.window, args.frames)
-    clip = list(frames(args.frames, w, h))
-    t0 = time.perf_counter()
-    upscaler.upscale_window(np.stack(clip[:n_in]))   # warm-up: trace + first allocations
-    t_warm = time.perf_counter() - t0
-    rss_warm = peak_rss_mb()
-    t0 = time.perf_counter()
-    n_out = 0
-    for out in upscaler.stream(iter(clip)):
-        assert out.shape == (4 * h, 4 * w, 3)
-        n_out += 1
-    t_run = time.perf_counter() - t0
-    res = {
-        "input": f"{w}x{h}", "output": f"{4 * w}x{4 * h}", "frames_in": args.frames, "frames_out": n_out,
-        "window": args.window, "tile": args.tile, "self_ensemble": args.self_ensemble, "batch": args.batch,
-        "params": int(model.count_params()), "config": {k: model.get_config()[k] for k in
-                                                        ("nf", "groups", "front_rbs", "back_rbs", "deform_impl", "residual")},
-        "deform_impl_used": "custom_op" if getattr(model, "uses_custom_op", False) else "gather",
-        "weights": weights_note,
-        "s_per_output_frame": round(t_run / n_out, 3), "output_fps": round(n_out / t_run, 3),
-        "warmup_window_s": round(t_warm, 2), "model_load_s": round(t_load, 2),
-        "peak_rss_mb": round(peak_rss_mb(), 1), "rss_after_import_mb": round(rss0, 1),
-        "peak_rss_after_warmup_mb": round(rss_warm, 1),
-        "device": "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)",
-        "tf": tf.__version__, "machine": platform.machine(),
-    }
-    print(f"{res['input']} -> {res['output']}, {args.frames} -> {n_out} frames, window {args.window}, "
-          f"tile {args.tile}, weights: {weights_note}")
-    print(f"  {res['s_per_output_frame']:.2f} s per output frame ({res['output_fps']:.3f} frames/s) on "
-          f"{res['device']}; warm-up window {t_warm:.1f} s; peak RSS {res['peak_rss_mb']:.0f} MB")
-    print(json.dumps(res))
+        if not args.no_old:
+            old = tmp / "old"
+            subprocess.run(["git", "worktree", "add", "--detach", str(old), args.old_commit],
+                           cwd=ROOT, check=True, capture_output=True)
+            # the shipped weights are git-tracked there too; the compiled op is shared via its cache
+        rows = []
+        for (w, h), k in zip(sizes, ks):
+            clip = tmp / f"in_{w}x{h}.mkv"
+            make_clip(clip, k, w, h)
+            runs = [("new", ROOT, shlex.split(args.new_args))]
+            if old is not None:
+                runs.insert(0, ("old", old, shlex.split(args.old_args)))
+            for name, checkout, extra in runs:
+                row = {"code": name, "input": f"{w}x{h}", "output": f"{4 * w}x{4 * h}",
+                       "frames_in": k, "frames_out": 2 * k - 1, "flags": " ".join(extra) or "(defaults)"}
+                if name == "old" and w * h > args.old_max_pixels:
+                    row["error"] = "not run: needs ~20 GB or more (killed at 640x480 with 24 GB)"
+                else:
+                    out = tmp / f"out_{name}_{w}x{h}.mp4"
+                    row.update(run_cli(checkout, clip, out, extra))
+                    if out.exists():
+                        out.unlink()
+                    if row.get("peak_rss") and not row.get("error"):
+                        row["s_per_output_frame"] = row["wall_s"] / row["frames_out"]
+                rows.append(row)
+                print(f"{name:>4} {row['input']:>9} -> {row['output']:<9} {k:>2} -> {2 * k - 1:>2} frames  "
+                      + (f"{row['wall_s']:7.1f} s  {row['s_per_output_frame']:6.2f} s/frame  "
+                         f"CPU {row['cpu_s']:7.1f} s  peak RSS {row['peak_rss'] / 2**30:5.2f} GiB"
+                         if "s_per_output_frame" in row
+                         else row.get("error", "")), flush=True)
+        print()
+        for (w, h), _ in zip(sizes, ks):
+            by = {r["code"]: r for r in rows if r["input"] == f"{w}x{h}" and "s_per_output_frame" in r}
+            if "old" in by and "new" in by:
+                print(f"{w}x{h}: new/old time {by['new']['wall_s'] / by['old']['wall_s']:.2f}x, "
+                      f"CPU time {by['new']['cpu_s'] / by['old']['cpu_s']:.2f}x, "
+                      f"peak RSS {by['new']['peak_rss'] / by['old']['peak_rss']:.2f}x")
+        import platform
+
+        print(json.dumps({"rows": rows, "old_commit": args.old_commit, "cpu_count": os.cpu_count(),
+                          "machine": platform.machine(),
+                          "load_avg_at_end": os.getloadavg()}, default=str))
+    finally:
+        if old is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
+                           capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

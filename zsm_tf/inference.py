@@ -14,8 +14,15 @@ The model maps ``[B, N, H, W, 3]`` (``H``, ``W`` multiples of 4) to ``[B, 2N-1, 
   on a grid of multiples of 4 (the model's pyramid sees the same sampling grid as untiled); the
   tile outputs are blended with linear ramps across each overlap (zero over the quarter of the
   overlap nearest the tile's edge), weights normalised to sum to 1.
+  ``tile="auto"`` chooses the tiles from the frame size and a memory budget
+  (:mod:`zsm_tf.memory`): whole frames when they fit, else the grid with the least computed area
+  that fits; a job that cannot fit fails before any work with a one-line
+  :class:`~zsm_tf.memory.MemoryBudgetError`.
 * **self-ensemble**: the average of the outputs for the 4 flips (none, horizontal, vertical,
   both) of the input, each flipped back.
+* **precision**: float32, or bfloat16 compute (:mod:`zsm_tf.precision`).
+* **pipeline**: decoding, the network and the consumer (encoding) run in three threads joined
+  by bounded queues, so they overlap; memory stays bounded by the queues' depths.
 
 ``model`` is any callable ``frames [B, N, H, W, 3] float32 in [0, 1] -> [B, 2N-1, 4H, 4W, 3]``;
 a Keras model is wrapped in a ``tf.function`` (one trace per input shape).
@@ -117,105 +124,240 @@ def ramp_weights(starts: Sequence[int], tile: int, length: int, ramp: int) -> Li
     return [(w / total[s:s + tile]).astype(np.float32) for s, w in zip(starts, raw)]
 
 
+DEFAULT_WINDOW = 4   # the window of train.py's 7-frame clips and of the authors' training and test
+AUTO = "auto"
+
+
+def trained_settings(weights=None, config=None) -> dict:
+    """Inference settings recorded beside a model's architecture in its ``model_config.json``
+    (``window``: input frames per training clip; ``bf16_psnr_cost_db``: see
+    :mod:`zsm_tf.precision`); ``{}`` where there are none. ``weights``: as for
+    :func:`zsm_tf.loading.load_model` (None: the shipped weights)."""
+    import json
+
+    from zsm_tf import loading
+
+    try:
+        if weights is None:
+            from zsm_tf.upscale import default_weights
+            weights = default_weights()
+        source = loading.resolve_source(weights, config)
+        if source.kind == "keras":
+            return {}
+        with open(source.config_path) as f:
+            data = json.load(f)
+    except (loading.ModelLoadError, OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in ("window", "bf16_psnr_cost_db") if k in data}
+
+
 class SpaceTimeUpscaler:
     """Clip-level inference; see the module docstring.
 
     Args:
       model: callable ``[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]`` (floats in [0, 1]).
       window: input frames per model call (``N``, >= 2).
-      tile: tile size in input pixels (a multiple of 4, >= 16), or None for whole frames.
-      overlap: tile overlap in input pixels (default ``tile // 4``, rounded to a multiple of 4).
+      tile: None (whole frames), a tile size in input pixels (a multiple of 4, >= 16), a
+        ``(height, width)`` pair, or ``"auto"``: whole frames if they fit ``max_memory``, else the
+        tiles with the least computed area that fit (:func:`zsm_tf.memory.choose_tiles`).
+      overlap: tile overlap in input pixels (default ``tile // 4`` rounded to a multiple of 4;
+        16 for automatic tiles).
       self_ensemble: average over the 4 flips.
       batch: tiles (x flips) per model call.
+      precision: "float32", "bfloat16" (a ZoomingSlowMo is rebuilt under ``mixed_bfloat16``) or
+        "auto" (see :mod:`zsm_tf.precision`; ``bf16_cost_db`` is the weights' recorded cost).
+      max_memory: bytes for ``tile="auto"`` (default :func:`zsm_tf.memory.default_budget`).
+      pipeline: decode ahead and run the model ahead of the consumer, each in a thread, so that
+        decoding, the network and encoding overlap (:meth:`stream`).
     """
 
-    def __init__(self, model, window: int = 7, tile: Optional[int] = None,
-                 overlap: Optional[int] = None, self_ensemble: bool = False, batch: int = 1):
+    def __init__(self, model, window: int = 7, tile=None, overlap: Optional[int] = None,
+                 self_ensemble: bool = False, batch: int = 1, *, precision: str = "float32",
+                 bf16_cost_db: Optional[float] = None, max_memory: Optional[float] = None,
+                 pipeline: bool = False):
+        from zsm_tf import memory, precision as prec
+
         if window < 2:
             raise ValueError(f"window must be at least 2 frames, got {window}")
-        if tile is not None and (tile < 16 or tile % 4):
-            raise ValueError(f"tile must be a multiple of 4 and at least 16, got {tile}")
+        if isinstance(tile, (int, np.integer)):
+            if tile < 16 or tile % 4:
+                raise ValueError(f"tile must be a multiple of 4 and at least 16, got {tile}")
+            tile = (int(tile), int(tile))
+        elif tile is not None and tile != AUTO:
+            tile = tuple(int(v) for v in tile)
+            if len(tile) != 2 or min(tile) < 16 or tile[0] % 4 or tile[1] % 4:
+                raise ValueError(f"tile must be multiples of 4 and at least 16, got {tile}")
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
-        self.predict = _make_predict(model)
+        self.precision = prec.resolve(precision, bf16_cost_db)
+        self.model = prec.with_precision(model, self.precision)
+        self.predict = _make_predict(self.model)
         self.window = int(window)
-        self.tile = tile
-        if overlap is None and tile is not None:
-            overlap = max(4, tile // 4 // 4 * 4)
-        if tile is not None and not 0 <= overlap < tile:
+        self.tile = tile[0] if isinstance(tile, tuple) and tile[0] == tile[1] else tile
+        self._tile = tile
+        if overlap is None and isinstance(tile, tuple):
+            overlap = max(4, min(tile) // 4 // 4 * 4)
+        elif overlap is None and tile == AUTO:
+            overlap = memory.AUTO_OVERLAP
+        if tile is not None and tile != AUTO and not 0 <= overlap < min(tile):
             raise ValueError(f"tile overlap must be in [0, tile), got {overlap}")
         self.overlap = overlap or 0
         self.flips = FLIPS if self_ensemble else FLIPS[:1]
         self.batch = int(batch)
+        self.max_memory = memory.default_budget() if max_memory is None else float(max_memory)
+        self.pipeline = bool(pipeline)
+        self._plans = {}
+
+    # ------------------------------------------------------------------------------- planning
+    def queued_outputs(self) -> int:
+        """Output frames that may wait for the consumer when pipelined."""
+        return 2 * self.window - 1 if self.pipeline else 0
+
+    def plan(self, height: int, width: int) -> Optional[Tuple[int, int]]:
+        """Tile size ``(th, tw)`` in input pixels for frames of ``height x width`` (None: whole
+        frames). With ``tile="auto"`` raises :class:`zsm_tf.memory.MemoryBudgetError` (a
+        ``ValueError``, one line) when nothing fits ``max_memory``: call it before starting."""
+        from zsm_tf import memory
+
+        hp, wp = height + pad_amounts(height, width)[0], width + pad_amounts(height, width)[1]
+        key = (hp, wp)
+        if key not in self._plans:
+            if self._tile == AUTO:
+                shape = memory.ModelShape.of(self.model, bf16=self.precision == "bfloat16")
+                self._plans[key] = memory.choose_tiles(shape, self.window, hp, wp, self.max_memory,
+                                                       queued=self.queued_outputs(),
+                                                       overlap=self.overlap)
+            elif self._tile is None or (self._tile[0] >= hp and self._tile[1] >= wp):
+                self._plans[key] = None
+            else:
+                self._plans[key] = (min(self._tile[0], hp), min(self._tile[1], wp))
+        return self._plans[key]
+
+    def estimated_peak(self, height: int, width: int) -> float:
+        """Estimated peak resident bytes for frames of ``height x width`` with this plan."""
+        from zsm_tf import memory
+
+        hp, wp = height + pad_amounts(height, width)[0], width + pad_amounts(height, width)[1]
+        shape = memory.ModelShape.of(self.model, bf16=self.precision == "bfloat16")
+        return memory.estimate(shape, self.window, hp, wp, self.plan(height, width),
+                               queued=self.queued_outputs(), batch=self.batch)
 
     # ---------------------------------------------------------------------------------- window
-    def upscale_window(self, frames: np.ndarray) -> np.ndarray:
-        """``[n, H, W, 3]`` (uint8, or float in [0, 1]) -> float32 ``[2n-1, 4H, 4W, 3]`` in [0, 1]."""
+    def upscale_window(self, frames: np.ndarray, on_call: Optional[Callable[[float], None]] = None
+                       ) -> np.ndarray:
+        """``[n, H, W, 3]`` (uint8, or float in [0, 1]) -> float32 ``[2n-1, 4H, 4W, 3]`` in [0, 1].
+
+        ``on_call(fraction)``: called after each model call with the fraction of the window done
+        by it (for progress bars)."""
         frames = np.asarray(frames)
         if frames.dtype == np.uint8:
-            x = frames.astype(np.float32) / 255.0
-        else:
             x = frames.astype(np.float32)
+            x *= 1.0 / 255.0
+        else:
+            x = frames.astype(np.float32, copy=False)
         n, h, w = x.shape[:3]
         x = pad_frames(x)
         hp, wp = x.shape[1:3]
-        if self.tile is None:
+        plan = self.plan(h, w)
+        if plan is None:
             ty, tx = [0], [0]
             th, tw = hp, wp
         else:
-            th, tw = min(self.tile, hp), min(self.tile, wp)
+            th, tw = plan
             ty = tile_starts(hp, th, self.overlap)
             tx = tile_starts(wp, tw, self.overlap)
         tiles = [(y0, x0) for y0 in ty for x0 in tx]
         jobs = [(t, f) for t in range(len(tiles)) for f in range(len(self.flips))]
         single = len(tiles) == 1
+        nflips = len(self.flips)
         if not single:
             wy = dict(zip(ty, ramp_weights([v * SCALE for v in ty], th * SCALE, hp * SCALE, self.overlap * SCALE)))
             wx = dict(zip(tx, ramp_weights([v * SCALE for v in tx], tw * SCALE, wp * SCALE, self.overlap * SCALE)))
             out = np.zeros((2 * n - 1, hp * SCALE, wp * SCALE, 3), np.float32)
         ens = None
-        inv = 1.0 / len(self.flips)
+        calls = -(-len(jobs) // self.batch)
         for b0 in range(0, len(jobs), self.batch):
             chunk = jobs[b0:b0 + self.batch]
             inp = []
             for t, f in chunk:
                 y0, x0 = tiles[t]
-                patch = x[None, :, y0:y0 + th, x0:x0 + tw]
+                patch = x[:, y0:y0 + th, x0:x0 + tw]
                 for ax in self.flips[f]:
-                    patch = np.flip(patch, axis=ax)
-                inp.append(patch[0])
-            pred = self.predict(np.ascontiguousarray(np.stack(inp)))
+                    patch = np.flip(patch, axis=ax - 1)
+                inp.append(patch)
+            batch_in = inp[0][None] if len(inp) == 1 else np.stack(inp)
+            pred = self.predict(np.ascontiguousarray(batch_in))
             for (t, f), y in zip(chunk, pred):
-                y = y[None]
                 for ax in self.flips[f]:
-                    y = np.flip(y, axis=ax)
-                y = y[0]
-                ens = y * inv if f == 0 else ens + y * inv   # flips of one tile are consecutive
-                if f != len(self.flips) - 1:
+                    y = np.flip(y, axis=ax - 1)
+                if nflips == 1:
+                    ens = y
+                elif f == 0:
+                    ens = y * (1.0 / nflips)
+                else:
+                    ens += y * (1.0 / nflips)   # flips of one tile are consecutive
+                if f != nflips - 1:
                     continue
                 if single:
                     out = ens
                 else:
                     y0, x0 = tiles[t]
                     wgt = wy[y0][:, None, None] * wx[x0][None, :, None]
-                    out[:, y0 * SCALE:(y0 + th) * SCALE, x0 * SCALE:(x0 + tw) * SCALE] += ens * wgt
+                    dst = out[:, y0 * SCALE:(y0 + th) * SCALE, x0 * SCALE:(x0 + tw) * SCALE]
+                    dst += ens * wgt
                 ens = None
+            del pred
+            if on_call is not None:
+                on_call(1.0 / calls)
         out = out[:, :h * SCALE, :w * SCALE]
+        if out.flags.writeable:
+            return np.clip(out, 0.0, 1.0, out=out)
         return np.clip(out, 0.0, 1.0)
 
     # ------------------------------------------------------------------------------------ clip
-    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def stream(self, frames: Iterable[np.ndarray], progress=None) -> Iterator[np.ndarray]:
         """Input frames (uint8 ``[H, W, 3]``) -> the ``2K-1`` output frames (uint8), in order.
 
-        Holds at most ``window`` input frames. Raises ``ValueError`` for fewer than 2 frames."""
+        Holds at most ``window`` input frames (plus, when pipelined, ``window`` decoded ahead and
+        ``2*window-1`` outputs waiting for the consumer). Raises ``ValueError`` for fewer than 2
+        frames, :class:`zsm_tf.memory.MemoryBudgetError` if the frames cannot fit the budget.
+        ``progress``: a tqdm-like object (``update(n)``, optionally ``set_description(s)``),
+        advanced in output frames after every model call, so it moves within the first window;
+        its description says when the first call (which traces the model) is running."""
+        if not self.pipeline:
+            yield from self._stream(iter(frames), progress)
+            return
+        src = _Background(iter(frames), depth=self.window)
+        out = _Background(self._stream(src, progress), depth=self.queued_outputs())
+        try:
+            yield from out
+        finally:
+            out.close(timeout=1.0)
+            src.close(timeout=10.0)
+
+    def _stream(self, frames: Iterator[np.ndarray], progress) -> Iterator[np.ndarray]:
         n = self.window
         buf: List[np.ndarray] = []
         read = 0
         emitted = 0   # global output index of the next frame to yield
+        first = True
+
+        def describe(text):
+            if progress is not None and hasattr(progress, "set_description"):
+                progress.set_description(text)
 
         def run(start):
-            nonlocal emitted
-            out = self.upscale_window(np.stack(buf))
+            nonlocal emitted, first
+            new = 2 * start + 2 * len(buf) - 1 - max(emitted, 2 * start)
+            if first:
+                describe("first window (tracing the model)")
+            step = None if progress is None else (lambda frac: progress.update(frac * new))
+            out = self.upscale_window(np.stack(buf), on_call=step)
+            if first:
+                describe("upscale")
+                first = False
             for j in range(out.shape[0]):
                 g = 2 * start + j
                 if g >= emitted:
@@ -223,6 +365,8 @@ class SpaceTimeUpscaler:
                     yield to_uint8(out[j])
 
         for f in frames:
+            if read == 0:
+                self.plan(*np.shape(f)[:2])   # a job that cannot fit fails before any work
             buf.append(f)
             if len(buf) > n:
                 buf.pop(0)
@@ -233,6 +377,68 @@ class SpaceTimeUpscaler:
             raise ValueError(f"need at least 2 frames, got {read}")
         if emitted < 2 * read - 1:
             yield from run(read - len(buf))
+
+
+class _Background:
+    """Iterates ``it`` in a daemon thread, at most ``depth`` items ahead of the consumer.
+
+    Errors raised by ``it`` are raised to the consumer; :meth:`close` stops the thread after
+    its current item (a consumer that stops early, Ctrl-C)."""
+
+    def __init__(self, it: Iterator, depth: int):
+        import queue
+        import threading
+
+        self._queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, args=(it,), daemon=True)
+        self._thread.start()
+
+    def _put(self, msg) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(msg, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _run(self, it):
+        try:
+            for item in it:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            self._put(("error", e))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        import queue
+
+        while True:
+            if self._closed:
+                raise StopIteration
+            try:
+                kind, value = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "item":
+                return value
+            self._closed = True
+            if kind == "end":
+                raise StopIteration
+            raise value
+
+    def close(self, timeout: float = 1.0) -> None:
+        self._closed = True
+        self._stop.set()
+        self._thread.join(timeout)
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:

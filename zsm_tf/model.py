@@ -24,6 +24,9 @@ class ZoomingSlowMo(keras.Model):
     deformable ConvLSTM over the 2N-1 LR features; reconstruction of each frame.
     The default size has 11,102,771 parameters, like the paper's model.
     ``deform_impl``: "auto" | "gather" | "custom_op" (see :func:`zsm_tf.ops.deform_conv2d`).
+    ``recon_chunk``: frames reconstructed at a time (default 1; ``None``: all 2N-1 at once).
+    The reconstruction is per frame, so the output does not depend on it; the peak memory does
+    (see :meth:`reconstruct`).
 
     ``residual``: "none" (the authors' network, the default) or "bicubic": a global skip adds
     bicubic x4 of each input frame, and of the average of each adjacent pair for the new frames,
@@ -35,8 +38,11 @@ class ZoomingSlowMo(keras.Model):
     RESIDUALS = ("none", "bicubic")
 
     def __init__(self, nf=64, groups=8, front_rbs=5, back_rbs=40, deform_impl="auto",
-                 residual="none", **kwargs):
+                 residual="none", recon_chunk=1, **kwargs):
         super().__init__(**kwargs)
+        if recon_chunk is not None and int(recon_chunk) < 1:
+            raise ValueError(f"recon_chunk must be None or >= 1, got {recon_chunk}")
+        self.recon_chunk = None if recon_chunk is None else int(recon_chunk)
         if residual not in self.RESIDUALS:
             raise ValueError(f"residual must be one of {self.RESIDUALS}, got {residual!r}")
         self.residual = residual
@@ -90,12 +96,31 @@ class ZoomingSlowMo(keras.Model):
 
         feats = self.convlstm(seq)
         t = 2 * n - 1
-        out = self.reconstructor(tf.reshape(feats, [b * t, h, w, nf]))
+        out = self.reconstruct(tf.reshape(feats, [b * t, h, w, nf]))
         out = tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
         if self.residual == "bicubic":
             out = out + bicubic_blend(frames)
         # float32 out under a mixed-precision policy (float64 models stay float64)
         return out if out.dtype in (tf.float32, tf.float64) else tf.cast(out, tf.float32)
+
+    def reconstruct(self, feats):
+        """[M, H, W, nf] -> [M, 4H, 4W, 3]: the reconstructor on ``recon_chunk`` frames at a time.
+
+        The reconstruction is independent per frame and holds 64 channels at 2x and 4x the
+        input size, so running it on all 2N-1 frames of a window at once is what makes the
+        model's peak memory; in chunks (a ``tf.map_fn`` loop, one chunk alive at a time) the
+        peak is that of ``recon_chunk`` frames, with the same outputs. ``None``: all at once."""
+        k = self.recon_chunk
+        if k is None:
+            return self.reconstructor(feats)
+        shape = tf.shape(feats)
+        m, h, w = shape[0], shape[1], shape[2]
+        chunks = (m + k - 1) // k
+        x = tf.pad(feats, [[0, chunks * k - m], [0, 0], [0, 0], [0, 0]])   # zero frames, cut below
+        x = tf.reshape(x, tf.concat([[chunks, k], shape[1:]], 0))
+        y = tf.map_fn(self.reconstructor, x, parallel_iterations=1,
+                      fn_output_signature=tf.TensorSpec([k, None, None, 3], self.compute_dtype))
+        return tf.reshape(y, [chunks * k, 4 * h, 4 * w, 3])[:m]
 
     def torch_params(self):
         """{the authors' parameter name: our variable}, e.g. ``"conv_first.weight"``."""
@@ -113,7 +138,8 @@ class ZoomingSlowMo(keras.Model):
     def get_config(self):
         return {**super().get_config(), "nf": self.nf, "groups": self.groups,
                 "front_rbs": self.front_rbs, "back_rbs": self.back_rbs,
-                "deform_impl": self.deform_impl, "residual": self.residual}
+                "deform_impl": self.deform_impl, "residual": self.residual,
+                "recon_chunk": self.recon_chunk}
 
     @classmethod
     def from_config(cls, config):

@@ -9,7 +9,12 @@ audio track is copied; slowmo keeps the input rate (2x slow motion, audio droppe
 
 Weights: --weights FILE.weights.h5 (from 'zsm-tf convert-weights' or training), its architecture
 from --config or model_config.json (or <name>.json) beside it; without --weights the
-shipped zsm_tf/weights/ are used. Big frames: --tile 128 (input pixels) bounds the memory.
+shipped zsm_tf/weights/ are used.
+
+Memory is bounded by --max-memory (default: 80% of the available memory, at most 5 GiB): big
+frames are cut into tiles chosen to fit it (--tile S overrides), and a job that cannot fit stops
+with one line before it starts. --window defaults to the window the weights were trained with
+(model_config.json; 4 for train.py's and the authors' 7-frame clips).
 """
 from __future__ import annotations
 
@@ -81,24 +86,40 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="a .weights.h5 file (default: the shipped zsm_tf/weights/)")
     g.add_argument("--config", help=f"JSON of ZoomingSlowMo arguments (default: {CONFIG_NAME} beside "
                                     "the weights, or <name>.json)")
-    g.add_argument("--window", type=int, default=7, help="input frames per model call (default 7)")
+    g.add_argument("--window", type=int, help="input frames per model call (default: the window the "
+                                              "weights were trained with, from model_config.json; 4)")
     g.add_argument("--tile", type=int, help="split frames into SxS tiles (input pixels, multiple of 4) "
-                                            "blended over their overlap: bounds memory on big frames")
-    g.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels (default tile/4)")
+                                            "blended over their overlap (default: chosen from "
+                                            "--max-memory)")
+    g.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels (default tile/4; "
+                                                    "16 for automatic tiles)")
+    g.add_argument("--max-memory", help="memory budget, e.g. 6G or 800M (default: 80%% of the "
+                                        "available memory, at most 5 GiB)")
+    g.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default="auto",
+                   help="compute precision (default auto: bfloat16 where the CPU/GPU has it and the "
+                        "weights' recorded quality cost is at most 0.05 dB, else float32)")
     g.add_argument("--batch", type=int, default=1, help="tiles (x flips) per model call (default 1)")
     g.add_argument("--self-ensemble", action="store_true",
                    help="average the outputs of the 4 flips (4x slower, slightly better)")
 
 
-def build_upscaler(args, model):
-    from zsm_tf.inference import SpaceTimeUpscaler
+def build_upscaler(args, model, pipeline=False):
+    from zsm_tf.inference import DEFAULT_WINDOW, SpaceTimeUpscaler, trained_settings
+    from zsm_tf.memory import parse_size
 
-    return SpaceTimeUpscaler(model, window=args.window, tile=args.tile, overlap=args.tile_overlap,
-                             self_ensemble=args.self_ensemble, batch=args.batch)
+    trained = trained_settings(getattr(args, "weights", None), getattr(args, "config", None))
+    window = args.window or int(trained.get("window", DEFAULT_WINDOW))
+    max_memory = getattr(args, "max_memory", None)
+    return SpaceTimeUpscaler(model, window=window, tile=args.tile or "auto", overlap=args.tile_overlap,
+                             self_ensemble=args.self_ensemble, batch=args.batch,
+                             precision=getattr(args, "precision", "float32"),
+                             bf16_cost_db=trained.get("bf16_psnr_cost_db"),
+                             max_memory=parse_size(max_memory) if max_memory else None,
+                             pipeline=pipeline)
 
 
 def check_model_args(args) -> None:
-    if args.window < 2:
+    if args.window is not None and args.window < 2:
         raise ValueError(f"--window must be at least 2, got {args.window}")
     if args.tile is not None and (args.tile < 16 or args.tile % 4):
         raise ValueError(f"--tile must be a multiple of 4 and at least 16, got {args.tile}")
@@ -162,9 +183,11 @@ def run(args) -> int:
             else:
                 _note(args, "audio dropped: the output is a folder of frames")
 
+        _note(args, "loading the model (the first run also compiles the deformable-convolution op)")
         quiet_tf()
         model = load_model(args.weights, args.config)
-        upscaler = build_upscaler(args, model)
+        upscaler = build_upscaler(args, model, pipeline=True)
+        upscaler.plan(info.height, info.width)   # a job that cannot fit the memory stops here
 
         from tqdm import tqdm
 
@@ -177,10 +200,10 @@ def run(args) -> int:
         with vio.open_writer(args.output, w, h, out_fps, audio_from=audio, crf=args.crf) as writer, \
                 tqdm(total=total, unit="frame", desc="upscale", disable=args.quiet, dynamic_ncols=True,
                      file=sys.stderr) as bar:
-            for out in upscaler.stream(all_frames()):
+            n_out = 0
+            for out in upscaler.stream(all_frames(), progress=bar):
                 writer.write(out)
-                bar.update(1)
-            n_out = bar.n
+                n_out += 1
         if not args.quiet:
             what = "video" if vio.is_video_path(args.output) else "PNG frames"
             print(f"wrote {args.output}: {n_out} frames {w}x{h} at {float(out_fps):.3f} fps ({what}"
@@ -206,14 +229,14 @@ def main(argv=None) -> int:
         _err("interrupted")
         return 130
     except MemoryError:
-        _err("out of memory; use --tile (e.g. --tile 128) to process frames in pieces")
+        _err("out of memory; lower --max-memory (smaller tiles) or use --tile (e.g. --tile 128)")
     except OSError as e:
         _err(f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}")
     except Exception as e:  # no traceback for the user; ZSM_TF_DEBUG=1 shows it
         if os.environ.get("ZSM_TF_DEBUG"):
             raise
         if type(e).__name__ == "ResourceExhaustedError":
-            _err("out of memory; use --tile (e.g. --tile 128) to process frames in pieces")
+            _err("out of memory; lower --max-memory (smaller tiles) or use --tile (e.g. --tile 128)")
             return 1
         msg = (str(e).strip().splitlines() or [""])[0][:300]
         _err(f"unexpected {type(e).__name__}: {msg} (set ZSM_TF_DEBUG=1 for the traceback)")

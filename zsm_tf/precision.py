@@ -1,0 +1,78 @@
+"""Inference precision: float32, or bfloat16 compute (Keras ``mixed_bfloat16``) where it pays.
+
+``--precision bfloat16`` runs the convolutions in bfloat16 (weights stay float32 and are cast,
+the model's output is float32). On a CPU with AVX512-BF16 or AMX (and on GPUs with bfloat16
+units: compute capability 8.0+) that is about 1.6x faster; elsewhere it is emulated and slower.
+
+``auto`` picks bfloat16 only when the device has it **and** the weights' quality check holds:
+the weights' ``model_config.json`` records ``bf16_psnr_cost_db``, the PSNR-Y lost against
+float32 on held-out clips (``python bench/heldout.py --precision bfloat16``), and it must be at
+most :data:`AUTO_MAX_COST_DB`. Weights without that record stay float32 under ``auto``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+PRECISIONS = ("float32", "bfloat16", "auto")
+AUTO_MAX_COST_DB = 0.05
+COST_KEY = "bf16_psnr_cost_db"   # in model_config.json, beside the architecture
+
+
+@functools.lru_cache(maxsize=1)
+def device_has_bf16() -> bool:
+    """True if the accelerator or CPU computes bfloat16 natively (GPU cc >= 8.0, AVX512-BF16,
+    AMX-BF16). ``ZSM_TF_NO_BF16=1`` says False (for tests and comparisons)."""
+    if os.environ.get("ZSM_TF_NO_BF16"):
+        return False
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+            return bool(cc) and tuple(cc) >= (8, 0)
+        except (RuntimeError, ValueError):
+            return False
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve(precision: str, bf16_cost_db=None) -> str:
+    """``"float32"`` or ``"bfloat16"`` for a requested ``precision``; ``bf16_cost_db``: the
+    weights' recorded quality cost of bfloat16 (None: not measured)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    ok = bf16_cost_db is not None and float(bf16_cost_db) <= AUTO_MAX_COST_DB
+    return "bfloat16" if ok and device_has_bf16() else "float32"
+
+
+def with_precision(model, precision: str):
+    """``model`` computing in ``precision`` ("float32" | "bfloat16"): a ZoomingSlowMo is rebuilt
+    from its config under that dtype policy, sharing no state, with the same weight values
+    (float32 variables). Anything else (a plain callable) is returned as it is."""
+    from zsm_tf.model import ZoomingSlowMo
+
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be float32 or bfloat16 here, got {precision!r}")
+    if not isinstance(model, ZoomingSlowMo):
+        return model
+    policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    if model.dtype_policy.name == policy:
+        return model
+    config = {k: v for k, v in model.get_config().items() if k not in ("dtype", "trainable")}
+    clone = ZoomingSlowMo(**config, dtype=policy)
+    clone.set_weights(model.get_weights())
+    return clone
