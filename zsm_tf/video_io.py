@@ -231,6 +231,8 @@ class VideoSource(FrameSource):
                                      f"({arr.shape[1]}x{arr.shape[0]} after {self.info.width}x{self.info.height})")
                 count += 1
                 yield arr
+                if stop is not None and count >= stop:   # before decoding (maybe damage) further
+                    return
         except av.error.FFmpegError as e:
             raise MediaError(f"{self.path}: corrupt video stream at frame {count} ({_ff_msg(e)})") from None
         if stop is None:
