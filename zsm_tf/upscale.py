@@ -53,27 +53,10 @@ def load_model(weights=None, config=None):
 
 
 def quiet_tf() -> None:
-    """Imports TensorFlow without its start-up log lines (oneDNN, CUDA stubs...) on stderr.
+    """Imports TensorFlow without its start-up log lines (see :mod:`zsm_tf.quiet`)."""
+    from zsm_tf.quiet import quiet_tf as _quiet
 
-    They are written by C++ code before logging is configured, so the only way is to point file
-    descriptor 2 elsewhere during the import; an import error is still raised as usual."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules or os.environ.get("ZSM_TF_DEBUG"):
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    _quiet()
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
