@@ -539,6 +539,8 @@ class _Copy:
 
     def __init__(self, ist, ost, v0, remux):
         self.ist, self.ost, self.remux, self.flushed = ist, ost, remux, False
+        # containers without edit lists shift all streams to make negative times non-negative
+        self.no_negative = ost.container.format.name not in ("mp4", "mov")
         self.shift = int(round(v0 / ist.time_base)) if ist.time_base else 0
 
     def send(self, out, pkt):
@@ -549,6 +551,9 @@ class _Copy:
                 pkt.pts -= self.shift
             if pkt.dts is not None:
                 pkt.dts -= self.shift
+            if (self.no_negative and pkt.pts is not None and pkt.pts < 0
+                    and pkt.pts + (pkt.duration or 0) <= 0):
+                return   # e.g. AAC priming: the container would shift every stream to fit it
             pkt.stream = self.ost
             out.mux(pkt)
             return
