@@ -238,3 +238,28 @@ def test_locked_by_another_run(tmp_path, fake, capsys):
         fcntl.flock(f, fcntl.LOCK_EX)
         rc, err = run([src, tmp_path / "o.mp4", "-q"], capsys)
     assert rc == 1 and "another zsm-tf upscale is writing" in err
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".mov", ".avi", ".webm"])
+def test_segments_join_in_every_container(tmp_path, fake, capsys, ext):
+    """Many segments (--segment-frames 4) joined by stream copy: every frame there, in order,
+    at its time, close to the model's (lossless) output; the audio copied."""
+    from zsm_tf.inference import SpaceTimeUpscaler
+
+    clip = make_video(tmp_path / "in.mkv", 15, w=24, h=16, fps=24, audio="pcm_s16le")
+    out = tmp_path / f"o{ext}"
+    rc, err = run([clip, out, "--window", "4", "--segment-frames", "4", "-q"], capsys)
+    assert rc == 0, err
+    got = decoded(out)
+    with av.open(str(clip)) as c:
+        x = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    want = [np.asarray(f, np.float64) for f in SpaceTimeUpscaler(fake_model, window=4).stream(iter(x))]
+    assert len(got) == len(want) == 29
+    assert max(np.abs(g - w).mean() for g, w in zip(got, want)) < 4   # H.264/VP9 at crf 18
+    with av.open(str(out)) as c:
+        st = c.streams.video[0]
+        times = [float(f.pts * st.time_base) for f in c.decode(st)]
+        assert len(c.streams.audio) == 1
+    # (AVI stores no timestamps: its demuxer starts the frames one B-frame delay late, as before)
+    assert max(abs(t - times[0] - g / 48) for g, t in enumerate(times)) <= 0.0006
+    assert beside(tmp_path, out.name) == ["in.mkv"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from zsm_tf.segments import SEGMENT_EXT, SegmentEncoder, fsync_dir, join_segments, write_png
+from zsm_tf.segments import SegmentEncoder, fsync_dir, join_segments, write_png
 from zsm_tf.video_io import MediaError
 
 WORK_SUFFIX = ".zsm-work"
@@ -261,7 +261,8 @@ class ResumableOutput:
         return self.done[-1]["end"] if self.done else 0
 
     def segment_path(self, seg: Segment) -> Path:
-        return self.path / f"seg_{seg.index:05d}{SEGMENT_EXT}"
+        ext = ".avi" if self.output.suffix.lower() == ".avi" else ".mp4"   # segments.segment_format
+        return self.path / f"seg_{seg.index:05d}{ext}"
 
     def frame_path(self, g: int) -> Path:
         return self.path / "frames" / frame_name(g)

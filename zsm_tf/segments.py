@@ -26,6 +26,12 @@ from zsm_tf.video_io import (_FORMAT_OF_EXT, MediaError, StreamCopier, _ff_msg, 
 SEGMENT_EXT = ".mp4"
 
 
+def segment_format(out_format: str) -> str:
+    """The container segments are written in: MP4 (exact time bases, H.264 or VP9), except for
+    AVI output, whose muxer only takes AVI's own H.264 packets."""
+    return "avi" if out_format == "avi" else "mp4"
+
+
 def fsync_file(path) -> None:
     fd = os.open(str(path), os.O_RDONLY)
     try:
@@ -48,7 +54,8 @@ def fsync_dir(path) -> None:
 
 
 class SegmentEncoder:
-    """Encodes frames into ``path`` (an ``.mp4``; written as ``path.part`` until :meth:`finish`).
+    """Encodes frames into ``path`` (MP4, or AVI for AVI output; written as ``path.part`` until
+    :meth:`finish`).
 
     Args:
       path: the finished segment's file name.
@@ -68,7 +75,7 @@ class SegmentEncoder:
         self.colour = colour
         self.count = 0
         try:
-            self.out = av.open(str(self.part), "w", format="mp4")
+            self.out = av.open(str(self.part), "w", format=segment_format(out_format))
             self.vs = add_video_stream(self.out, out_format, width, height, Fraction(rate),
                                        time_base=self.time_base, crf=crf, colour=colour)
         except av.error.FFmpegError as e:

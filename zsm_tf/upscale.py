@@ -172,6 +172,10 @@ def run(args) -> int:
         is_video = vio.is_video_path(args.output)
         timing, tnote = output_timing(info.fps, args.fps_mode,
                                       None if args.fps is not None else facts.pts, facts.time_base)
+        if is_video and not timing.cfr and vio.container_of(args.output) == "avi":
+            timing, _ = output_timing(info.fps, args.fps_mode)
+            tnote = (f"variable frame rate input, but AVI holds a constant rate only: written at "
+                     f"{float(timing.rate):.3f} fps (use .mp4 or .mkv to keep the input's timing)")
         if tnote and is_video:
             _note(args, tnote)
         audio = None

@@ -347,6 +347,11 @@ def is_video_path(path) -> bool:
     return not s.endswith(("/", os.sep)) and Path(s).suffix.lower() in VIDEO_EXTS
 
 
+def container_of(path) -> Optional[str]:
+    """FFmpeg's format name for a video output path ("mp4", "matroska", "avi"...), else None."""
+    return _FORMAT_OF_EXT.get(Path(str(path)).suffix.lower()) if is_video_path(path) else None
+
+
 def check_output_path(path, input_path=None) -> None:
     """Fails early (before any work) when ``path`` cannot be written."""
     p = Path(path)
