@@ -7,6 +7,13 @@ video extension (or ending in /), a folder of PNG frames. K input frames give 2K
 --fps-mode double (default) doubles the frame rate, so the duration is kept and the input's
 audio track is copied; slowmo keeps the input rate (2x slow motion, audio dropped).
 
+Interrupted runs resume: progress is committed every --segment-frames output frames in
+.OUTPUT.zsm-work/ beside the output; rerun the same command after Ctrl-C, SIGTERM, kill -9 or a
+crash to continue (--no-resume starts afresh). Frames keep their input timestamps (new frames
+midway); rotation, colour tags and audio/subtitle languages are kept. An existing output needs
+--overwrite. A stream damaged part-way: the frames before the damage are written, then exit 1
+(--strict: refuse before any work).
+
 Weights: --weights FILE.weights.h5 (from 'zsm-tf convert-weights' or training), its architecture
 from --config or model_config.json (or <name>.json) beside it; without --weights the
 shipped zsm_tf/weights/ are used. Big frames: --tile 128 (input pixels) bounds the memory.
