@@ -55,7 +55,66 @@ def parse_args(argv=None):
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile forward + backward")
     p.add_argument("--deterministic", action="store_true",
                    help="tf.config.experimental.enable_op_determinism() (slower)")
+    p.add_argument("--debug", action="store_true",
+                   help="show tracebacks and TensorFlow's start-up log")
     return p.parse_args(argv)
+
+
+class SetupError(Exception):
+    """A problem with the command line, the config or the data: one line, exit status 2."""
+
+
+def _one_line(e) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        msg = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        msg = str(e)
+    if isinstance(e, KeyError):
+        msg = f"missing key {msg}"
+    return (msg.strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def read_config(args):
+    """The merged config, or :class:`SetupError` naming the problem (missing or malformed YAML,
+    unknown sections or keys, a bad --model item)."""
+    import yaml
+
+    if args.config and not os.path.isfile(args.config):
+        raise SetupError(f"--config {args.config}: no such file")
+    try:
+        if args.config:   # syntax first: fails fast, before TensorFlow starts
+            with open(args.config) as f:
+                data = yaml.safe_load(f)
+            if data is not None and not isinstance(data, dict):
+                raise SetupError(f"--config {args.config}: not a mapping of sections (model:, data:, train:)")
+        from zsm_tf.quiet import quiet_tf
+
+        quiet_tf()   # zsm_tf.training imports TensorFlow: no start-up banner / cuInit line
+        return build_config(args)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        raise SetupError(f"--config {args.config}: not valid YAML{at}: "
+                         f"{getattr(e, 'problem', None) or _one_line(e)}") from None
+    except OSError as e:
+        raise SetupError(f"--config {args.config}: {_one_line(e)}") from None
+    except (ValueError, TypeError, AttributeError) as e:
+        src = f"--config {args.config}: " if args.config else ""
+        raise SetupError(f"{src}{_one_line(e)}") from None
+
+
+def check_model_keys(model_cfg) -> None:
+    """Unknown ZoomingSlowMo arguments (from --model or the config's model section)."""
+    import inspect
+
+    from zsm_tf.model import ZoomingSlowMo
+
+    params = inspect.signature(ZoomingSlowMo.__init__).parameters
+    known = {k for k, p in params.items() if k != "self" and p.kind != p.VAR_KEYWORD}
+    unknown = sorted(set(model_cfg) - known)
+    if unknown:
+        raise SetupError(f"unknown model option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)} (--model / config 'model:'); known: {', '.join(sorted(known))}")
 
 
 def _value(text):
@@ -92,15 +151,36 @@ def build_config(args):
         over["train"]["jit_compile"] = True
     for item in args.model:
         k, sep, v = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--model expects KEY=VALUE, got {item!r}")
+        if not sep or not k.strip():
+            raise SetupError(f"--model expects KEY=VALUE, got {item!r}")
         over["model"][k.strip()] = _value(v)
     return load_config(args.config, over)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = build_config(args)
+    if args.debug:
+        os.environ["ZSM_TF_DEBUG"] = "1"
+    try:
+        return run(args)
+    except SetupError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"train.py: interrupted; run the same command again to resume from the last checkpoint "
+              f"in {args.output_dir}/checkpoints", file=sys.stderr)
+        return 130
+    except Exception as e:  # no traceback for the user; --debug shows it
+        if args.debug:
+            raise
+        print(f"train.py: error: unexpected {type(e).__name__}: {_one_line(e)} (--debug for the "
+              f"traceback)", file=sys.stderr)
+        return 1
+
+
+def run(args):
+    cfg = read_config(args)
+    check_model_keys(cfg["model"])
     # The strategy (and --cpu-replicas) must be set up before TensorFlow runs any op.
     from zsm_tf.training.strategy import make_strategy
 
@@ -111,7 +191,12 @@ def main(argv=None):
         tf.config.experimental.enable_op_determinism()
     from zsm_tf.training.trainer import Trainer
 
-    trainer = Trainer(cfg, strategy, args.output_dir)
+    try:
+        trainer = Trainer(cfg, strategy, args.output_dir)
+    except (OSError, ValueError, TypeError) as e:   # the data (empty folder...), the model config
+        if args.debug:
+            raise
+        raise SetupError(_one_line(e)) from None
     result = trainer.fit()
     if trainer.num_workers > 1:
         print(f"worker {trainer.task_id}: finished at step {result['step']}, weights checksum "

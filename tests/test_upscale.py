@@ -237,9 +237,11 @@ def _bad_input(tmp_path, case):
 
 
 BAD = ["missing", "not-video", "no-frames", "audio-only", "one-frame-video", "one-image", "sizes",
-       "gray", "16bit", "corrupt", "truncated", "bad-tile"]
-# a failure after the output is opened (mid-stream) is tried with both kinds of output
-CASES = [(c, "out.mp4") for c in BAD] + [(c, "out_frames") for c in ("corrupt", "truncated")]
+       "gray", "16bit", "bad-tile"]
+# a damaged stream ("corrupt", "truncated") is found before any work: --strict refuses it, with
+# both kinds of output (without --strict the frames before the damage are kept: test below)
+CASES = ([(c, "out.mp4") for c in BAD] + [(c, o) for c in ("corrupt", "truncated")
+                                          for o in ("out.mp4", "out_frames")])
 
 
 @pytest.mark.parametrize("case, out_name", CASES)
@@ -247,6 +249,8 @@ def test_bad_input_one_line_error_no_output(tmp_path, fake, capsys, case, out_na
     if case == "corrupt" and not REALSHORT.is_file():
         pytest.skip("needs ../shared/videos")
     src, extra, words = _bad_input(tmp_path, case)
+    if case in ("corrupt", "truncated"):
+        extra = [*extra, "--strict"]
     outdir = tmp_path / "out"
     outdir.mkdir()
     rc, cap = run_cli([src, outdir / out_name, *extra], capsys)
@@ -255,6 +259,28 @@ def test_bad_input_one_line_error_no_output(tmp_path, fake, capsys, case, out_na
     assert len(lines) == 1 and lines[0].startswith("zsm-tf upscale: error:"), cap.err
     assert words in lines[0] and "Traceback" not in cap.err
     assert list(outdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("case, out_name", [(c, o) for c in ("corrupt", "truncated")
+                                             for o in ("out.mp4", "out_frames")])
+def test_damaged_stream_keeps_the_frames_before_the_damage(tmp_path, fake, capsys, case, out_name):
+    """The damage is found by the scan before any work: the frames before it are upscaled and
+    written, then the command exits 1 naming the first bad frame (no traceback, nothing hidden)."""
+    if case == "corrupt" and not REALSHORT.is_file():
+        pytest.skip("needs ../shared/videos")
+    src, extra, words = _bad_input(tmp_path, case)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    rc, cap = run_cli([src, outdir / out_name, *extra], capsys)
+    lines = [ln for ln in cap.err.strip().splitlines() if ln]
+    assert rc == 1 and len(lines) == 1 and words in lines[0] and "Traceback" not in cap.err, cap.err
+    good = int(lines[0].split(" at frame ")[1].split()[0])
+    assert 2 <= good < (36 if case == "corrupt" else 40)
+    assert f"from the {good} frames before it" in lines[0]
+    out = outdir / out_name
+    n = probe(out)["frames"] if out_name.endswith(".mp4") else len(list(out.iterdir()))
+    assert n == 2 * good - 1
+    assert sorted(p.name for p in outdir.iterdir()) == [out_name]   # nothing hidden left
 
 
 @pytest.mark.parametrize("case", ["missing-dir", "parent-is-file", "same-as-input"])

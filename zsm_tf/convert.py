@@ -103,13 +103,24 @@ def infer_config(state_dict):
             "back_rbs": count("recon_trunk.")}
 
 
+class CheckpointReadError(ValueError):
+    """The checkpoint file exists but cannot be read (truncated, corrupt, not a checkpoint)."""
+
+
 def read_state_dict(path):
-    """Reads ``.npz`` (name -> array) or ``.pth``/``.pt`` (needs torch) into a dict of arrays."""
+    """Reads ``.npz`` (name -> array) or ``.pth``/``.pt`` (needs torch) into a dict of arrays.
+
+    Raises FileNotFoundError for a missing file, :class:`CheckpointReadError` (one line) for a
+    file that cannot be read: truncated, corrupt or not a checkpoint."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
     if path.endswith(".npz"):
-        with np.load(path) as data:
-            sd = {k: data[k] for k in data.files}
+        try:
+            with np.load(path) as data:
+                sd = {k: data[k] for k in data.files}
+        except Exception as e:   # zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error...
+            raise CheckpointReadError(f"cannot read {path}: truncated or not an .npz of arrays "
+                                      f"({_one_line(e)})") from None
         if any(k.startswith("sd/") for k in sd):  # the golden vectors' layout
             sd = {k[3:]: v for k, v in sd.items() if k.startswith("sd/")}
         return sd
@@ -119,11 +130,48 @@ def read_state_dict(path):
         except ImportError:
             raise RuntimeError("reading a .pth checkpoint needs PyTorch: pip install 'zsm-tf[convert]'"
                                " (or convert it to .npz elsewhere)") from None
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:   # RuntimeError, EOFError, UnpicklingError...
+            raise CheckpointReadError(f"cannot read {path}: truncated or not a PyTorch checkpoint "
+                                      f"({_one_line(e)})") from None
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
+        if not isinstance(sd, dict):
+            raise CheckpointReadError(f"{path} holds a {type(sd).__name__}, not a state_dict")
         return {k: _to_numpy(v) for k, v in sd.items()}
     raise ValueError(f"unsupported checkpoint format (want .pth, .pt or .npz): {path}")
+
+
+def _one_line(e) -> str:
+    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return msg[:400] or type(e).__name__
+
+
+class ConfigClashError(ValueError):
+    """The output folder's model_config.json describes a different model."""
+
+
+def check_config_beside(dst, config) -> str:
+    """The ``model_config.json`` path beside ``dst``; refuses (:class:`ConfigClashError`) when it
+    exists and describes another model, whose weights would no longer load if it were replaced."""
+    path = os.path.join(os.path.dirname(os.path.abspath(dst)), "model_config.json")
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = None
+        new = json.loads(json.dumps(config))
+        same = isinstance(old, dict) and ({k: v for k, v in old.items() if k != "name"}
+                                          == {k: v for k, v in new.items() if k != "name"})
+        if not same:   # the layer name ("zooming_slow_mo_2") is not the architecture
+            keys = ("nf", "groups", "front_rbs", "back_rbs")
+            what = (", ".join(f"{k}={old.get(k)}" for k in keys) if isinstance(old, dict) else "unreadable")
+            raise ConfigClashError(
+                f"{path} already describes another model ({what}); it would be overwritten and that "
+                f"model's weights would no longer load: write the weights into another folder")
+    return path
 
 
 def convert_file(src, dst, deform_impl="gather"):
@@ -137,6 +185,7 @@ def convert_file(src, dst, deform_impl="gather"):
     config = infer_config(sd)
     model = ZoomingSlowMo(**config, deform_impl=deform_impl)
     load_official_state_dict(model, sd)
+    config_path = check_config_beside(dst, model.get_config())   # before writing anything
     out_dir = os.path.dirname(os.path.abspath(dst))
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=out_dir)
@@ -147,8 +196,10 @@ def convert_file(src, dst, deform_impl="gather"):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    with open(os.path.join(out_dir, "model_config.json"), "w") as f:
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=out_dir)
+    with os.fdopen(fd, "w") as f:
         json.dump(model.get_config(), f, indent=1)
+    os.replace(tmp, config_path)
     return model
 
 
@@ -158,13 +209,27 @@ def main(argv=None):
         description="Convert the authors' Zooming Slow-Mo checkpoint (xiang2020zooming.pth or an "
                     ".npz of name -> array) to a Keras .weights.h5 file.")
     parser.add_argument("src", help="the authors' checkpoint: .pth/.pt (needs torch) or .npz")
-    parser.add_argument("dst", help="output .weights.h5 (model_config.json is written beside it)")
+    parser.add_argument("dst", help="output .weights.h5 (model_config.json is written beside it; "
+                                    "refused if one there describes another model)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's log")
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ["ZSM_TF_DEBUG"] = "1"
     try:
+        from zsm_tf.quiet import quiet_tf
+
+        quiet_tf()
         model = convert_file(args.src, args.dst)
-    except (OSError, ValueError, RuntimeError) as e:
+    except FileNotFoundError as e:
         print(f"zsm-tf convert-weights: error: {e}", file=sys.stderr)
         return 1
+    except (OSError, ValueError, RuntimeError) as e:
+        if args.debug:
+            raise
+        msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        msg = f"{e.filename}: {msg}" if getattr(e, "filename", None) else msg
+        print(f"zsm-tf convert-weights: error: {_one_line(msg)}", file=sys.stderr)
+        return 2
     print(f"wrote {args.dst} ({model.count_params():,} parameters; config "
           f"{json.dumps({k: model.get_config()[k] for k in ('nf', 'groups', 'front_rbs', 'back_rbs')})})")
     return 0

@@ -7,6 +7,13 @@ video extension (or ending in /), a folder of PNG frames. K input frames give 2K
 --fps-mode double (default) doubles the frame rate, so the duration is kept and the input's
 audio track is copied; slowmo keeps the input rate (2x slow motion, audio dropped).
 
+Interrupted runs resume: progress is committed every --segment-frames output frames in
+.OUTPUT.zsm-work/ beside the output; rerun the same command after Ctrl-C, SIGTERM, kill -9 or a
+crash to continue (--no-resume starts afresh). Frames keep their input timestamps (new frames
+midway); rotation, colour tags and audio/subtitle languages are kept. An existing output needs
+--overwrite. A stream damaged part-way: the frames before the damage are written, then exit 1
+(--strict: refuse before any work).
+
 Weights: --weights FILE.weights.h5 (from 'zsm-tf convert-weights' or training), its architecture
 from --config or model_config.json (or <name>.json) beside it; without --weights the
 shipped zsm_tf/weights/ are used.
@@ -58,27 +65,10 @@ def load_model(weights=None, config=None):
 
 
 def quiet_tf() -> None:
-    """Imports TensorFlow without its start-up log lines (oneDNN, CUDA stubs...) on stderr.
+    """Imports TensorFlow without its start-up log lines (see :mod:`zsm_tf.quiet`)."""
+    from zsm_tf.quiet import quiet_tf as _quiet
 
-    They are written by C++ code before logging is configured, so the only way is to point file
-    descriptor 2 elsewhere during the import; an import error is still raised as usual."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules or os.environ.get("ZSM_TF_DEBUG"):
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    _quiet()
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -132,6 +122,28 @@ def check_model_args(args) -> None:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
 
 
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    from zsm_tf.resume import DEFAULT_SEGMENT_FRAMES
+
+    g = p.add_argument_group("output, resume and errors")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file, or a non-empty output folder (whole)")
+    g.add_argument("--no-resume", action="store_true",
+                   help="discard the progress of an earlier interrupted run of this output")
+    g.add_argument("--segment-frames", type=int, default=DEFAULT_SEGMENT_FRAMES, metavar="N",
+                   help=f"commit progress about every N output frames, rounded up to whole windows "
+                        f"(default {DEFAULT_SEGMENT_FRAMES})")
+    g.add_argument("--strict", action="store_true",
+                   help="refuse a damaged input stream (default: upscale the frames before the "
+                        "damage, then exit with an error naming the frame)")
+    g.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's log")
+
+
+def check_output_args(args) -> None:
+    if args.segment_frames < 1:
+        raise ValueError(f"--segment-frames must be at least 1, got {args.segment_frames}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -146,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF, lower is better; default 18)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     add_model_args(p)
+    add_output_args(p)
     return p
 
 
@@ -160,23 +173,42 @@ def _note(args, msg) -> None:
 
 def run(args) -> int:
     from zsm_tf import video_io as vio
+    from zsm_tf import upscale_job as job
+    from zsm_tf.resume import ResumableOutput, plan_segments, produce
+    from zsm_tf.segments import SegmentEncoder, container_format
+    from zsm_tf.timing import output_timing
 
     check_model_args(args)
+    check_output_args(args)
     if args.fps is not None and args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
     src = vio.open_source(args.input, fps=args.fps)
     try:
         info = src.info
-        frames = iter(src)
-        first = [f for _, f in zip(range(2), frames)]   # 0 or 1 frame: fail before any work
-        if len(first) < 2:
-            raise vio.MediaError(f"{args.input}: has {len(first)} frame{'s' if len(first) != 1 else ''}; "
-                                 f"need at least 2 to interpolate")
         vio.check_output_path(args.output, args.input)
-        out_fps = info.fps * 2 if args.fps_mode == "double" else info.fps
+        job.check_overwrite(args.output, args.overwrite)
+        facts = job.inspect_input(src, progress=not args.quiet)   # before any work
+        n_in = facts.num_frames
+        if n_in < 2:
+            why = f" ({facts.damage})" if facts.damage else ""
+            raise vio.MediaError(f"{args.input}: has {n_in} frame{'s' if n_in != 1 else ''}; "
+                                 f"need at least 2 to interpolate{why}")
+        if facts.damage and args.strict:
+            raise vio.MediaError(f"{facts.damage}; nothing written (--strict)")
+        if facts.damage:
+            _note(args, f"{facts.damage}: upscaling the {n_in} frames before it, then exiting with an error")
+        is_video = vio.is_video_path(args.output)
+        timing, tnote = output_timing(info.fps, args.fps_mode,
+                                      None if args.fps is not None else facts.pts, facts.time_base)
+        if is_video and not timing.cfr and vio.container_of(args.output) == "avi":
+            timing, _ = output_timing(info.fps, args.fps_mode)
+            tnote = (f"variable frame rate input, but AVI holds a constant rate only: written at "
+                     f"{float(timing.rate):.3f} fps (use .mp4 or .mkv to keep the input's timing)")
+        if tnote and is_video:
+            _note(args, tnote)
         audio = None
         if info.has_audio:
-            if args.fps_mode == "double" and vio.is_video_path(args.output):
+            if args.fps_mode == "double" and is_video:
                 audio = info.path
             elif args.fps_mode == "slowmo":
                 _note(args, "audio dropped: in slowmo mode it would be out of sync")
@@ -188,26 +220,56 @@ def run(args) -> int:
         model = load_model(args.weights, args.config)
         upscaler = build_upscaler(args, model, pipeline=True)
         upscaler.plan(info.height, info.width)   # a job that cannot fit the memory stops here
+        try:
+            weights_path = Path(args.weights) if args.weights else default_weights()
+        except ModelLoadError:
+            weights_path = None
+        record = job.job_record(args, n_in, upscaler.window, args.segment_frames, model, weights_path)
+        work = ResumableOutput(args.output, record, video=is_video, resume=not args.no_resume,
+                               note=lambda m: _note(args, m))
+        w, h = info.width * 4, info.height * 4
+        plan = plan_segments(n_in, upscaler.window, args.segment_frames)
+        total = plan[-1].end
+        fmt = container_format(args.output) if is_video else None
+
+        def encoder(seg):
+            return SegmentEncoder(work.segment_path(seg), fmt, w, h, timing.rate, timing.time_base,
+                                  crf=args.crf, colour=facts.colour)
 
         from tqdm import tqdm
 
-        def all_frames():
-            yield from first
-            yield from frames
-
-        total = 2 * info.num_frames - 1 if info.num_frames else None
-        w, h = info.width * 4, info.height * 4
-        with vio.open_writer(args.output, w, h, out_fps, audio_from=audio, crf=args.crf) as writer, \
-                tqdm(total=total, unit="frame", desc="upscale", disable=args.quiet, dynamic_ncols=True,
-                     file=sys.stderr) as bar:
-            n_out = 0
-            for out in upscaler.stream(all_frames(), progress=bar):
-                writer.write(out)
-                n_out += 1
+        notes = []
+        try:
+            with job.sigterm_as_interrupt():
+                with tqdm(total=total, initial=work.done_frames, unit="frame", desc="upscale",
+                          disable=args.quiet, dynamic_ncols=True, file=sys.stderr) as bar:
+                    produce(work, plan, upscaler, src, n_in, timing, encoder, lambda: bar.update(1),
+                            status=bar.set_description)
+                if is_video:
+                    starts = {s.index: timing.seconds(s.start) for s in plan}
+                    notes = work.publish_video(starts, fmt, rotation=facts.rotation, streams_from=audio)
+                else:
+                    work.publish_frames()
+        except BaseException as e:
+            keep = bool(work.done) and not isinstance(e, (vio.MediaError, ModelLoadError, ValueError))
+            if keep:
+                e.resume_hint = (f"{work.done_frames} of {total} output frames are kept in {work.path}: "
+                                 f"run the same command again to resume (--no-resume starts afresh)")
+                work.release()
+            else:
+                work.remove()
+            raise
+        for n in notes:
+            _note(args, n)
         if not args.quiet:
-            what = "video" if vio.is_video_path(args.output) else "PNG frames"
-            print(f"wrote {args.output}: {n_out} frames {w}x{h} at {float(out_fps):.3f} fps ({what}"
+            what = "video" if is_video else "PNG frames"
+            rate = f"{float(timing.rate):.3f} fps" + ("" if timing.cfr else " nominal, variable")
+            print(f"wrote {args.output}: {total} frames {w}x{h} at {rate} ({what}"
                   f"{', audio copied' if audio else ''})", file=sys.stderr)
+        if facts.damage:
+            _err(f"{facts.damage}; wrote {args.output} from the {n_in} frames before it "
+                 f"({total} output frames)")
+            return 1
         return 0
     finally:
         src.close()
@@ -219,15 +281,19 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:   # --help (0) or a usage error (2, message printed by argparse)
         return int(e.code or 0)
+    from zsm_tf.upscale_job import Terminated
     from zsm_tf.video_io import MediaError
 
+    if args.debug:
+        os.environ["ZSM_TF_DEBUG"] = "1"
     try:
         return run(args)
     except (MediaError, ModelLoadError, ValueError) as e:
         _err(e)
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
+    except KeyboardInterrupt as e:
+        hint = getattr(e, "resume_hint", None)
+        _err(("terminated" if isinstance(e, Terminated) else "interrupted") + (f"; {hint}" if hint else ""))
+        return 143 if isinstance(e, Terminated) else 130
     except MemoryError:
         _err("out of memory; lower --max-memory (smaller tiles) or use --tile (e.g. --tile 128)")
     except OSError as e:

@@ -61,6 +61,24 @@ class SourceInfo:
     num_frames: Optional[int]    # exact for folders, header count or estimate for videos, None if unknown
     has_audio: bool = False
     audio_codec: Optional[str] = None
+    time_base: Optional[Fraction] = None   # of the video stream's timestamps (videos only)
+
+
+@dataclass
+class StreamScan:
+    """What a full decode of a video stream found (:meth:`VideoSource.scan`), before any work.
+
+    ``pts[i]`` is frame ``i``'s presentation time in ``time_base`` units (None if the frame has
+    none); ``error`` says why decoding stopped early (corrupt or truncated stream) after
+    ``count`` good frames, else None; ``rotation`` (degrees, counter-clockwise as FFmpeg's
+    display matrix) and ``colour`` (primaries, trc, colorspace, range: FFmpeg's enum values)
+    come from the first frame."""
+    count: int
+    pts: list
+    time_base: Fraction
+    error: Optional[str] = None
+    rotation: int = 0
+    colour: Optional[dict] = None
 
 
 def _natural_key(name: str):
@@ -123,6 +141,10 @@ class FrameSource:
     info: SourceInfo
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        return self.frames()
+
+    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
+        """Frames ``start`` (earlier ones are skipped, not converted) up to ``stop`` (exclusive)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -160,8 +182,8 @@ class ImageFolderSource(FrameSource):
                                fps=Fraction(fps) if fps else DEFAULT_IMAGE_FPS,
                                num_frames=len(self.files))
 
-    def __iter__(self):
-        for p in self.files:
+    def frames(self, start=0, stop=None):
+        for p in self.files[start:stop]:
             yield read_image(p)
 
 
@@ -191,33 +213,112 @@ class VideoSource(FrameSource):
         audio = self.container.streams.audio
         self.info = SourceInfo(path=self.path, kind="video", width=cc.width, height=cc.height, fps=rate,
                                num_frames=n or None, has_audio=bool(audio),
-                               audio_codec=audio[0].codec_context.name if audio else None)
+                               audio_codec=audio[0].codec_context.name if audio else None,
+                               time_base=Fraction(self.stream.time_base) if self.stream.time_base else None)
         self._exact = bool(self.stream.frames)
 
-    def __iter__(self):
+    def frames(self, start=0, stop=None):
         import av
 
         count = 0
         try:
             for frame in self.container.decode(self.stream):
-                arr = frame.to_ndarray(format="rgb24")
+                if stop is not None and count >= stop:
+                    return
+                if count < start:
+                    count += 1
+                    continue
+                arr = to_rgb24(frame)
                 if arr.shape[:2] != (self.info.height, self.info.width):
                     raise MediaError(f"{self.path}: frame size changes mid-stream at frame {count} "
                                      f"({arr.shape[1]}x{arr.shape[0]} after {self.info.width}x{self.info.height})")
                 count += 1
                 yield arr
+                if stop is not None and count >= stop:   # before decoding (maybe damage) further
+                    return
         except av.error.FFmpegError as e:
-            raise MediaError(f"{self.path}: corrupt video stream after {count} frames ({_ff_msg(e)})") from None
+            raise MediaError(f"{self.path}: corrupt video stream at frame {count} ({_ff_msg(e)})") from None
+        if stop is None:
+            short = self._early_end(count)
+            if short:
+                raise MediaError(short)
+
+    def _early_end(self, count) -> Optional[str]:
+        """The message for a stream that decoded ``count`` frames, far fewer than its header says."""
         expected = self.info.num_frames
         if expected:
             # mp4/mov give an exact count; otherwise it comes from the container's duration
             short = expected - max(2, expected // 50) if self._exact else int(0.9 * expected) - 2
             if count < short:
-                raise MediaError(f"{self.path}: video stream ends early: decoded {count} of "
-                                 f"{'' if self._exact else '~'}{expected} frames (truncated or corrupt file)")
+                return (f"{self.path}: video stream ends early at frame {count} of "
+                        f"{'' if self._exact else '~'}{expected} (truncated or corrupt file)")
+        return None
+
+    def scan(self, progress=None) -> StreamScan:
+        """Decodes the whole stream once (no pixel conversion) for its exact frame count, every
+        frame's timestamp, its orientation and colour tags, and where it is damaged, if anywhere.
+
+        ``progress``: optional callable(frames decoded so far). Never raises for damage: it is
+        reported in ``.error`` (with the first bad frame's index) for the caller to decide."""
+        import av
+
+        pts, error, first = [], None, None
+        try:
+            with av.open(self.path) as c:
+                st = c.streams.video[0]
+                st.thread_type = "AUTO"
+                try:
+                    for frame in c.decode(st):
+                        if first is None:
+                            first = frame
+                            rotation = int(round(getattr(frame, "rotation", 0) or 0))
+                            colour = frame_colour(frame)
+                        if (frame.width, frame.height) != (self.info.width, self.info.height):
+                            error = (f"{self.path}: frame size changes mid-stream at frame {len(pts)} "
+                                     f"({frame.width}x{frame.height} after {self.info.width}x{self.info.height})")
+                            break
+                        pts.append(frame.pts)
+                        if progress is not None and len(pts) % 64 == 0:
+                            progress(len(pts))
+                except av.error.FFmpegError as e:
+                    error = f"{self.path}: corrupt video stream at frame {len(pts)} ({_ff_msg(e)})"
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self.path}: not a video FFmpeg can read ({_ff_msg(e)})") from None
+        if error is None:
+            error = self._early_end(len(pts))
+        if first is None:
+            rotation, colour = 0, None
+        return StreamScan(count=len(pts), pts=pts, time_base=self.info.time_base, error=error,
+                          rotation=rotation % 360, colour=colour)
 
     def close(self):
         self.container.close()
+
+
+# FFmpeg colorspaces swscale converts with (BT.709, FCC, BT.470BG, SMPTE170M, SMPTE240M, BT.2020)
+_SWS_COLORSPACES = {1, 4, 5, 6, 7, 9, 10}
+
+
+def frame_colour(frame) -> Optional[dict]:
+    """The colour tags of a decoded frame (FFmpeg enum ints; 2 = unspecified), None if untagged."""
+    c = {k: int(getattr(frame, k, 2) or 2) for k in ("color_primaries", "color_trc", "colorspace")}
+    c["color_range"] = int(getattr(frame, "color_range", 0) or 0)
+    if all(v == 2 for k, v in c.items() if k != "color_range") and c["color_range"] == 0:
+        return None
+    return c
+
+
+def to_rgb24(frame) -> np.ndarray:
+    """A decoded frame as ``uint8 [H, W, 3]`` RGB, with its own matrix and range when tagged."""
+    kw = {}
+    if int(getattr(frame, "colorspace", 2) or 2) in _SWS_COLORSPACES:
+        kw["src_colorspace"] = int(frame.colorspace)
+    if int(getattr(frame, "color_range", 0) or 0) in (1, 2):
+        kw["src_color_range"] = int(frame.color_range)
+    try:
+        return frame.to_ndarray(format="rgb24", **kw)
+    except (TypeError, ValueError):   # a PyAV without these arguments: FFmpeg's defaults
+        return frame.to_ndarray(format="rgb24")
 
 
 def _ff_msg(e) -> str:
@@ -247,6 +348,11 @@ def open_source(path, fps=None) -> FrameSource:
 def is_video_path(path) -> bool:
     s = str(path)
     return not s.endswith(("/", os.sep)) and Path(s).suffix.lower() in VIDEO_EXTS
+
+
+def container_of(path) -> Optional[str]:
+    """FFmpeg's format name for a video output path ("mp4", "matroska", "avi"...), else None."""
+    return _FORMAT_OF_EXT.get(Path(str(path)).suffix.lower()) if is_video_path(path) else None
 
 
 def check_output_path(path, input_path=None) -> None:
@@ -342,12 +448,212 @@ class ImageFolderWriter(FrameWriter):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-class VideoWriter(FrameWriter):
-    """H.264 ``yuv420p`` (libx264; VP9 for ``.webm``) at ``fps``, audio copied from ``audio_from``.
+class StreamCopier:
+    """Copies the audio and subtitle streams of ``src`` into the open output container ``out``.
 
-    Audio packets are pulled from a second demuxer of the input as the video advances, so nothing
-    is buffered; they are remuxed as they are when the container takes the codec, else re-encoded
-    (AAC, or Opus for WebM)."""
+    Packets are pulled from a second demuxer of the input as the output video advances
+    (:meth:`pump`), so nothing is buffered. Audio is remuxed as it is when the container takes the
+    codec, else re-encoded (AAC, or Opus for WebM); subtitles are remuxed when the container takes
+    them, else dropped with a note. Each stream keeps its language and title; every timestamp is
+    shifted by the input video's start time (the output video starts at 0). Notes for the user
+    (what was re-encoded or dropped) collect in ``.notes``."""
+
+    def __init__(self, out, src, fmt, subtitles=True):
+        import av
+
+        self.out, self.fmt, self.notes = out, fmt, []
+        self._in = av.open(str(src))
+        vin = self._in.streams.video[0] if self._in.streams.video else None
+        v0 = (Fraction(vin.start_time) * vin.time_base
+              if vin is not None and vin.start_time is not None and vin.time_base else Fraction(0))
+        self._map = {}   # input stream index -> _Copy
+        for ist in self._in.streams:
+            if ist.type == "audio":
+                self._map[ist.index] = self._audio(ist, v0)
+            elif ist.type == "subtitle" and subtitles:
+                try:
+                    ost = out.add_stream_from_template(ist)
+                except (ValueError, av.error.FFmpegError):
+                    self.notes.append(f"subtitle stream {ist.index} ({ist.codec_context.name}) dropped: "
+                                      f"the {fmt} container cannot hold it (use .mkv)")
+                    continue
+                _copy_tags(ist, ost)
+                self._map[ist.index] = _Copy(ist, ost, v0, remux=True)
+        self._packets = self._in.demux(*[self._in.streams[i] for i in self._map]) if self._map else iter(())
+        self._pending = None
+        self._done = not self._map
+
+    def _audio(self, ist, v0):
+        import av
+
+        allowed = _REMUX_AUDIO[self.fmt]
+        if allowed is None or ist.codec_context.name in allowed:
+            ost = self.out.add_stream_from_template(ist)
+            _copy_tags(ist, ost)
+            return _Copy(ist, ost, v0, remux=True)
+        codec = "libopus" if self.fmt == "webm" else "aac"
+        rate = 48000 if codec == "libopus" else (ist.codec_context.sample_rate or 48000)
+        ost = self.out.add_stream(codec, rate=rate)
+        layout = ist.codec_context.layout.name if ist.codec_context.layout else "stereo"
+        if layout not in ("mono", "stereo"):
+            layout = "stereo"
+        ost.layout = layout
+        _copy_tags(ist, ost)
+        cp = _Copy(ist, ost, v0, remux=False)
+        fmt = ost.codec_context.format.name if ost.codec_context.format else "fltp"
+        cp.resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+        cp.rate, cp.samples, cp.skip = rate, 0, int(round(v0 * rate))
+        return cp
+
+    def pump(self, until_s: Optional[float]) -> None:
+        """Muxes input packets up to ``until_s`` seconds of output time (all of them when None)."""
+        import av
+
+        while not self._done:
+            if self._pending is None:
+                try:
+                    self._pending = next(self._packets)
+                except StopIteration:
+                    self._done = True
+                    break
+                except av.error.FFmpegError:
+                    self._done = True   # damage in the audio: keep what we have
+                    break
+            pkt = self._pending
+            cp = self._map.get(pkt.stream.index)
+            if cp is None or (pkt.dts is None and pkt.pts is None):   # demux's flush packets
+                self._pending = None
+                continue
+            t = float(((pkt.pts if pkt.pts is not None else pkt.dts) - cp.shift) * cp.ist.time_base)
+            if until_s is not None and t > until_s:
+                break
+            self._pending = None
+            cp.send(self.out, pkt)
+        if self._done:
+            self._finish()
+
+    def _finish(self):
+        for cp in self._map.values():
+            cp.flush(self.out)
+
+    def close(self):
+        if self._in is not None:
+            self._in.close()
+            self._in = None
+
+
+class _Copy:
+    """One input stream copied (``remux``) or re-encoded into one output stream."""
+
+    def __init__(self, ist, ost, v0, remux):
+        self.ist, self.ost, self.remux, self.flushed = ist, ost, remux, False
+        # containers without edit lists shift all streams to make negative times non-negative
+        self.no_negative = ost.container.format.name not in ("mp4", "mov")
+        self.shift = int(round(v0 / ist.time_base)) if ist.time_base else 0
+
+    def send(self, out, pkt):
+        import av
+
+        if self.remux:
+            if pkt.pts is not None:
+                pkt.pts -= self.shift
+            if pkt.dts is not None:
+                pkt.dts -= self.shift
+            if (self.no_negative and pkt.pts is not None and pkt.pts < 0
+                    and pkt.pts + (pkt.duration or 0) <= 0):
+                return   # e.g. AAC priming: the container would shift every stream to fit it
+            pkt.stream = self.ost
+            out.mux(pkt)
+            return
+        try:
+            frames = pkt.decode()
+        except av.error.FFmpegError:
+            return
+        for fr in frames:
+            self._encode(out, fr)
+
+    def _encode(self, out, frame):
+        for fr in self.resampler.resample(frame):
+            if self.skip > 0:           # input audio before the first video frame
+                n = min(self.skip, fr.samples)
+                self.skip -= n
+                if n == fr.samples:
+                    continue
+                arr = fr.to_ndarray()[..., n:]
+                fr2 = type(fr).from_ndarray(np.ascontiguousarray(arr), format=fr.format.name, layout=fr.layout.name)
+                fr2.sample_rate = self.rate
+                fr = fr2
+            fr.pts = self.samples
+            fr.time_base = Fraction(1, self.rate)
+            self.samples += fr.samples
+            out.mux(self.ost.encode(fr))
+
+    def flush(self, out):
+        if self.flushed:
+            return
+        self.flushed = True
+        if not self.remux:
+            self._encode(out, None)
+            out.mux(self.ost.encode(None))
+
+
+def _copy_tags(ist, ost) -> None:
+    for key in ("language", "title", "handler_name"):
+        v = ist.metadata.get(key)
+        if v:
+            ost.metadata[key] = v
+    try:
+        ost.disposition = ist.disposition
+    except (AttributeError, TypeError, ValueError):
+        pass
+
+
+def add_video_stream(out, fmt, width, height, rate, time_base=None, crf=18, preset="medium",
+                     colour=None):
+    """An H.264 (VP9 for WebM) ``yuv420p`` stream in ``out``, tagged with ``colour`` (see
+    :class:`StreamScan`)."""
+    if fmt == "webm":
+        vs = out.add_stream("libvpx-vp9", rate=rate)
+        vs.options = {"crf": str(int(crf) + 13), "b": "0", "row-mt": "1"}
+    else:
+        vs = out.add_stream("libx264", rate=rate)
+        vs.options = {"crf": str(crf), "preset": preset}
+    vs.width, vs.height = int(width), int(height)
+    vs.pix_fmt = "yuv420p"
+    if time_base is not None:
+        vs.codec_context.time_base = time_base
+    if colour:
+        cc = vs.codec_context
+        for k in ("color_primaries", "color_trc", "colorspace", "color_range"):
+            if colour.get(k) not in (None, 0, 2) or (k == "color_range" and colour.get(k)):
+                try:
+                    setattr(cc, k, colour[k])
+                except (AttributeError, TypeError, ValueError):
+                    pass
+    return vs
+
+
+def rgb_to_video_frame(frame: np.ndarray, colour=None):
+    """``uint8 [H, W, 3]`` RGB -> a ``yuv420p`` VideoFrame with ``colour``'s matrix and range."""
+    import av
+
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    kw = {}
+    if colour and colour.get("colorspace") in _SWS_COLORSPACES:
+        kw["dst_colorspace"] = colour["colorspace"]
+    if colour and colour.get("color_range") in (1, 2):
+        kw["dst_color_range"] = colour["color_range"]
+    if kw:
+        try:
+            return vf.reformat(format="yuv420p", **kw)
+        except (TypeError, ValueError):
+            pass
+    return vf
+
+
+class VideoWriter(FrameWriter):
+    """H.264 ``yuv420p`` (libx264; VP9 for ``.webm``) at ``fps``, audio (and subtitles) copied
+    from ``audio_from`` with a :class:`StreamCopier`. Frame ``i`` is at ``i / fps``."""
 
     def __init__(self, path, width, height, fps, audio_from=None, crf=18, preset="medium"):
         import av
@@ -359,19 +665,12 @@ class VideoWriter(FrameWriter):
         self.count = 0
         self.closed = False
         self.out = None
-        self._ain = None
+        self.copier = None
         try:
             self.out = av.open(str(self.tmp), "w", format=self.fmt)
-            if self.fmt == "webm":
-                self.vstream = self.out.add_stream("libvpx-vp9", rate=self.fps)
-                self.vstream.options = {"crf": str(int(crf) + 13), "b": "0", "row-mt": "1"}
-            else:
-                self.vstream = self.out.add_stream("libx264", rate=self.fps)
-                self.vstream.options = {"crf": str(crf), "preset": preset}
-            self.vstream.width, self.vstream.height = int(width), int(height)
-            self.vstream.pix_fmt = "yuv420p"
+            self.vstream = add_video_stream(self.out, self.fmt, width, height, self.fps, crf=crf, preset=preset)
             if audio_from is not None:
-                self._open_audio(audio_from)
+                self.copier = StreamCopier(self.out, audio_from, self.fmt)
         except av.error.FFmpegError as e:
             self.abort()
             raise MediaError(f"{path}: cannot write video ({_ff_msg(e)})") from None
@@ -379,107 +678,6 @@ class VideoWriter(FrameWriter):
             self.abort()
             raise MediaError(f"{path}: cannot write ({e.strerror or e})") from None
 
-    # -- audio
-    def _open_audio(self, src):
-        import av
-
-        self._ain = av.open(str(src))
-        if not self._ain.streams.audio:
-            self._ain.close()
-            self._ain = None
-            return
-        ain = self._ain.streams.audio[0]
-        vin = self._ain.streams.video[0] if self._ain.streams.video else None
-        # the output video starts at 0: shift the audio by the input video's start time
-        v0 = float(vin.start_time * vin.time_base) if vin is not None and vin.start_time is not None else 0.0
-        self._a_in = ain
-        allowed = _REMUX_AUDIO[self.fmt]
-        self.remux = allowed is None or ain.codec_context.name in allowed
-        self._a_shift = int(round(v0 / ain.time_base)) if ain.time_base else 0
-        if self.remux:
-            self.astream = self.out.add_stream_from_template(ain)
-            self._apackets = self._ain.demux(ain)
-        else:
-            codec = "libopus" if self.fmt == "webm" else "aac"
-            rate = ain.codec_context.sample_rate or 48000
-            if codec == "libopus":
-                rate = 48000
-            self.astream = self.out.add_stream(codec, rate=rate)
-            layout = ain.codec_context.layout.name if ain.codec_context.layout else "stereo"
-            if layout not in ("mono", "stereo"):
-                layout = "stereo"
-            self.astream.layout = layout
-            self._resampler = av.AudioResampler(format=self.astream.codec_context.format.name
-                                                if self.astream.codec_context.format else "fltp",
-                                                layout=layout, rate=rate)
-            self._a_rate = rate
-            self._a_samples = 0
-            self._a_skip = int(round(v0 * rate))
-            self._apackets = self._ain.demux(ain)
-        self._a_done = False
-
-    def _pump_audio(self, until_s: Optional[float]):
-        """Muxes input audio up to ``until_s`` seconds of output time (all of it when None)."""
-        import av
-
-        if self._ain is None or self._a_done:
-            return
-        tb = self._a_in.time_base
-        while True:
-            if self._a_pending is None:
-                try:
-                    self._a_pending = next(self._apackets)
-                except StopIteration:
-                    self._a_done = True
-                    break
-                except av.error.FFmpegError:
-                    self._a_done = True   # audio damage: keep what we have
-                    break
-            pkt = self._a_pending
-            if pkt.dts is None and pkt.pts is None:   # demux's flush packet
-                self._a_pending = None
-                continue
-            t = float(((pkt.pts if pkt.pts is not None else pkt.dts) - self._a_shift) * tb)
-            if until_s is not None and t > until_s:
-                break
-            self._a_pending = None
-            if self.remux:
-                if pkt.pts is not None:
-                    pkt.pts -= self._a_shift
-                if pkt.dts is not None:
-                    pkt.dts -= self._a_shift
-                pkt.stream = self.astream
-                self.out.mux(pkt)
-            else:
-                try:
-                    frames = pkt.decode()
-                except av.error.FFmpegError:
-                    continue
-                for fr in frames:
-                    self._encode_audio(fr)
-        if self._a_done and not self.remux:
-            self._encode_audio(None)
-            self.out.mux(self.astream.encode(None))
-
-    def _encode_audio(self, frame):
-        for fr in self._resampler.resample(frame):
-            if self._a_skip > 0:           # input audio before the first video frame
-                n = min(self._a_skip, fr.samples)
-                self._a_skip -= n
-                if n == fr.samples:
-                    continue
-                arr = fr.to_ndarray()[..., n:]
-                layout = fr.layout.name
-                fr = type(fr).from_ndarray(np.ascontiguousarray(arr), format=fr.format.name, layout=layout)
-                fr.sample_rate = self._a_rate
-            fr.pts = self._a_samples
-            fr.time_base = Fraction(1, self._a_rate)
-            self._a_samples += fr.samples
-            self.out.mux(self.astream.encode(fr))
-
-    _a_pending = None
-
-    # -- video
     def write(self, frame):
         import av
 
@@ -487,7 +685,8 @@ class VideoWriter(FrameWriter):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             vf.pts = self.count
             vf.time_base = 1 / self.fps
-            self._pump_audio((self.count + 1) / self.fps)
+            if self.copier is not None:
+                self.copier.pump(float((self.count + 1) / self.fps))
             self.out.mux(self.vstream.encode(vf))
         except av.error.FFmpegError as e:
             raise MediaError(f"{self.path}: cannot write video ({_ff_msg(e)})") from None
@@ -502,12 +701,12 @@ class VideoWriter(FrameWriter):
             return
         try:
             self.out.mux(self.vstream.encode(None))
-            self._pump_audio(None)   # the rest of the input's audio
+            if self.copier is not None:
+                self.copier.pump(None)   # the rest of the input's audio
+                self.copier.close()
+                self.copier = None
             self.out.close()
             self.out = None
-            if self._ain is not None:
-                self._ain.close()
-                self._ain = None
             os.replace(self.tmp, self.path)
         except (av.error.FFmpegError, OSError) as e:
             self.abort()
@@ -516,13 +715,13 @@ class VideoWriter(FrameWriter):
 
     def abort(self):
         self.closed = True
-        for c in (self.out, self._ain):
+        for c in (self.out, self.copier):
             try:
                 if c is not None:
                     c.close()
             except Exception:
                 pass
-        self.out = self._ain = None
+        self.out = self.copier = None
         try:
             self.tmp.unlink()
         except OSError:

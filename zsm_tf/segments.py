@@ -1,0 +1,186 @@
+"""Output in committed parts: encoded video segments joined by stream copy, or PNG frames.
+
+A long upscale writes its output as segments of consecutive output frames, each one finished
+(encoded, flushed, fsync'ed and renamed) before the next starts, so an interrupted run loses at
+most the segment in progress (see :mod:`zsm_tf.resume`).
+
+* :class:`SegmentEncoder` encodes one segment to an MP4 file (H.264, or VP9 for WebM output) with
+  timestamps starting at 0, in the output's time base.
+* :func:`join_segments` stream-copies the segments' packets (shifted to their place in time) into
+  the final container with the input's audio and subtitles (:class:`zsm_tf.video_io.StreamCopier`)
+  and its rotation. Decoding the joined file gives exactly the frames each segment decodes to.
+* :func:`write_png` writes one PNG frame atomically (temporary name, then rename).
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from zsm_tf.video_io import (_FORMAT_OF_EXT, MediaError, StreamCopier, _ff_msg, add_video_stream,
+                             rgb_to_video_frame)
+
+SEGMENT_EXT = ".mp4"
+
+
+def segment_format(out_format: str) -> str:
+    """The container segments are written in: MP4 (exact time bases, H.264 or VP9), except for
+    AVI output, whose muxer only takes AVI's own H.264 packets."""
+    return "avi" if out_format == "avi" else "mp4"
+
+
+def fsync_file(path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class SegmentEncoder:
+    """Encodes frames into ``path`` (MP4, or AVI for AVI output; written as ``path.part`` until
+    :meth:`finish`).
+
+    Args:
+      path: the finished segment's file name.
+      out_format: the final container ("mp4", "matroska", "webm"...): VP9 for "webm", else H.264.
+      width, height: frame size (output pixels).
+      rate: nominal frame rate (for the encoder's rate control).
+      time_base: of the timestamps given to :meth:`write`.
+      crf: quality; colour: tags and matrix (:class:`zsm_tf.video_io.StreamScan`.colour).
+    """
+
+    def __init__(self, path, out_format, width, height, rate, time_base, crf=18, colour=None):
+        import av
+
+        self.path = Path(path)
+        self.part = self.path.with_name(self.path.name + ".part")
+        self.time_base = Fraction(time_base)
+        self.colour = colour
+        self.count = 0
+        try:
+            self.out = av.open(str(self.part), "w", format=segment_format(out_format))
+            self.vs = add_video_stream(self.out, out_format, width, height, Fraction(rate),
+                                       time_base=self.time_base, crf=crf, colour=colour)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self.path}: cannot write video ({_ff_msg(e)})") from None
+
+    def write(self, frame: np.ndarray, pts: int) -> None:
+        """``frame``: uint8 ``[H, W, 3]`` RGB; ``pts``: its time in ``time_base`` units from the
+        segment's start."""
+        import av
+
+        vf = rgb_to_video_frame(frame, self.colour)
+        vf.pts = int(pts)
+        vf.time_base = self.time_base
+        try:
+            self.out.mux(self.vs.encode(vf))
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self.path}: cannot write video ({_ff_msg(e)})") from None
+        self.count += 1
+
+    def finish(self) -> int:
+        """Flushes, fsyncs and renames the segment to its final name; returns its size in bytes."""
+        self.out.mux(self.vs.encode(None))
+        self.out.close()
+        self.out = None
+        fsync_file(self.part)
+        os.replace(self.part, self.path)
+        fsync_dir(self.path.parent)
+        return self.path.stat().st_size
+
+    def abort(self) -> None:
+        if self.out is not None:
+            try:
+                self.out.close()
+            except Exception:
+                pass
+            self.out = None
+        try:
+            self.part.unlink()
+        except OSError:
+            pass
+
+
+def join_segments(segments: Sequence[tuple], dest, out_format: str, rotation: int = 0,
+                  streams_from=None) -> list:
+    """Stream-copies ``segments`` (``(path, start_seconds)`` pairs, in order) into ``dest``.
+
+    ``streams_from``: a file whose audio and subtitle streams are copied alongside (None: none);
+    ``rotation``: degrees for the display matrix (0: none). Returns notes for the user."""
+    import av
+
+    ins, notes = [], []
+    out = None
+    try:
+        out = av.open(str(dest), "w", format=out_format)
+        ins = [av.open(str(p)) for p, _ in segments]
+        template = ins[0].streams.video[0]
+        vs = out.add_stream_from_template(template)
+        if rotation:
+            vs.set_display_rotation(rotation)
+        copier = StreamCopier(out, streams_from, out_format) if streams_from is not None else None
+        notes += copier.notes if copier else []
+        for c, (_, start) in zip(ins, segments):
+            st = c.streams.video[0]
+            shift = int(round(Fraction(start) / st.time_base))
+            for pkt in c.demux(st):
+                if pkt.dts is None and pkt.pts is None:
+                    continue
+                if pkt.pts is not None:
+                    pkt.pts += shift
+                if pkt.dts is not None:
+                    pkt.dts += shift
+                if copier is not None and pkt.pts is not None:
+                    copier.pump(float(pkt.pts * st.time_base))
+                pkt.stream = vs
+                out.mux(pkt)
+        if copier is not None:
+            copier.pump(None)
+            copier.close()
+        out.close()
+        out = None
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{dest}: cannot write video ({_ff_msg(e)})") from None
+    finally:
+        for c in ins:
+            c.close()
+        if out is not None:
+            try:
+                out.close()
+            except Exception:
+                pass
+    return notes
+
+
+def write_png(path, frame: np.ndarray, compress_level: int = 3) -> None:
+    """One PNG, written under a temporary name then renamed (never half-written)."""
+    from PIL import Image
+
+    path = Path(path)
+    tmp = path.with_name("." + path.name + ".part")
+    try:
+        Image.fromarray(np.ascontiguousarray(frame)).save(tmp, format="PNG", compress_level=compress_level)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise MediaError(f"{path.parent}: cannot write frame {path.name} ({e.strerror or e})") from None
+
+
+def container_format(path) -> str:
+    return _FORMAT_OF_EXT[Path(path).suffix.lower()]
