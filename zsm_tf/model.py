@@ -29,9 +29,13 @@ class ZoomingSlowMo(keras.Model):
     to the reconstruction (EDVR-style; the authors' network has none). ``conv_last`` then starts
     at zero, so a fresh model outputs exactly bicubic + frame blending and training learns
     only the correction: far fewer steps to a useful model on a CPU.
+    "motion": the same skip, but each new frame's base is motion-compensated instead of blended:
+    the midpoint of its neighbours' bicubic x4 warped along a classical symmetric block-matching
+    estimate of their motion (:mod:`zsm_tf.ops.flow`, stock TF ops, no weights). Neither skip is
+    in the paper.
     """
 
-    RESIDUALS = ("none", "bicubic")
+    RESIDUALS = ("none", "bicubic", "motion")
 
     def __init__(self, nf=64, groups=8, front_rbs=5, back_rbs=40, deform_impl="auto",
                  residual="none", **kwargs):
@@ -95,21 +99,55 @@ class ZoomingSlowMo(keras.Model):
         out = tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
         if self.residual == "bicubic":
             out = out + self._bicubic_base(frames)
+        elif self.residual == "motion":
+            out = out + self.motion_base(frames)
         # float32 out under a mixed-precision policy (float64 models stay float64)
         return out if out.dtype in (tf.float32, tf.float64) else tf.cast(out, tf.float32)
 
     @staticmethod
-    def _bicubic_base(frames):
-        """[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]: bicubic x4 (Keys a=-0.5, half-pixel
-        centres, like Pillow's) of each frame, the new frames the average of their neighbours."""
+    def _upscale_frames(frames):
+        """[B, N, H, W, 3] -> [B, N, 4H, 4W, 3]: bicubic x4 (Keys a=-0.5, half-pixel centres,
+        like Pillow's)."""
         shape = tf.shape(frames)
         b, n, h, w = shape[0], shape[1], shape[2], shape[3]
         up = tf.image.resize(tf.reshape(frames, [b * n, h, w, 3]), [4 * h, 4 * w],
                              method="bicubic")
-        up = tf.reshape(tf.cast(up, frames.dtype), [b, n, 4 * h, 4 * w, 3])
-        mid = 0.5 * (up[:, :-1] + up[:, 1:])
-        base = tf.reshape(tf.stack([up[:, :-1], mid], axis=2), [b, 2 * (n - 1), 4 * h, 4 * w, 3])
+        return tf.reshape(tf.cast(up, frames.dtype), [b, n, 4 * h, 4 * w, 3])
+
+    @staticmethod
+    def _interleave(up, mid):
+        """kept [B, N, ...] and new [B, N-1, ...] frames -> [B, 2N-1, ...] in time order."""
+        shape = tf.shape(up)
+        b, n = shape[0], shape[1]
+        base = tf.reshape(tf.stack([up[:, :-1], mid], axis=2),
+                          tf.concat([[b, 2 * (n - 1)], shape[2:]], 0))
         return tf.concat([base, up[:, -1:]], axis=1)
+
+    @classmethod
+    def _bicubic_base(cls, frames):
+        """[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]: bicubic x4 of each frame, the new frames
+        the average of their neighbours."""
+        up = cls._upscale_frames(frames)
+        return cls._interleave(up, 0.5 * (up[:, :-1] + up[:, 1:]))
+
+    @classmethod
+    def motion_base(cls, frames):
+        """[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]: bicubic x4 of each frame, each new frame
+        the motion-compensated midpoint of its neighbours' (motion estimated at LR in float32,
+        a fixed prior: no gradient flows through the estimate)."""
+        from zsm_tf.ops.flow import midpoint, symmetric_flow, upscale_flow
+
+        shape = tf.shape(frames)
+        b, n, h, w = shape[0], shape[1], shape[2], shape[3]
+        lr = tf.cast(frames, tf.float32)
+        f0 = tf.reshape(lr[:, :-1], [b * (n - 1), h, w, 3])
+        f1 = tf.reshape(lr[:, 1:], [b * (n - 1), h, w, 3])
+        d = upscale_flow(tf.stop_gradient(symmetric_flow(f0, f1)), 4)
+        up = cls._upscale_frames(frames)
+        up0 = tf.reshape(up[:, :-1], [b * (n - 1), 4 * h, 4 * w, 3])
+        up1 = tf.reshape(up[:, 1:], [b * (n - 1), 4 * h, 4 * w, 3])
+        mid = midpoint(up0, up1, tf.cast(d, up.dtype))
+        return cls._interleave(up, tf.reshape(mid, [b, n - 1, 4 * h, 4 * w, 3]))
 
     def torch_params(self):
         """{the authors' parameter name: our variable}, e.g. ``"conv_first.weight"``."""
