@@ -1,9 +1,11 @@
-"""The weights shipped in zsm_tf/weights/ (issue 6): they load with no flag, and on real clips
-held out of their training (bench/heldout.py) they beat bicubic + frame blending."""
+"""The weights shipped in zsm_tf/weights/ (issues 6 and 14): they load with no flag, and on real
+clips held out of their training they beat bicubic + frame blending (bench/heldout.py) and
+FFmpeg's motion-compensated interpolation + Lanczos (bench/quality.py)."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from itertools import islice
 from pathlib import Path
 
@@ -17,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GAIN_DB = 0.5  # required PSNR-Y gain over bicubic + blending on the held-out clips
 
 
-def _heldout_module():
-    spec = importlib.util.spec_from_file_location("heldout", ROOT / "bench" / "heldout.py")
+def _heldout_module(name="heldout"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -34,7 +36,7 @@ def test_one_weights_file_with_its_config(shipped):
     weights, model = shipped
     assert weights.parent == upscale.WEIGHTS_DIR and weights.name.endswith(".weights.h5")
     cfg = json.loads((weights.parent / "model_config.json").read_text())
-    assert cfg["residual"] == "bicubic" and model.residual == "bicubic"
+    assert cfg["residual"] == "motion" and model.residual == "motion"
     assert (model.nf, model.groups, model.front_rbs, model.back_rbs) == (
         cfg["nf"], cfg["groups"], cfg["front_rbs"], cfg["back_rbs"])
     # trained: the correction branch is not the zero it starts as
@@ -80,3 +82,21 @@ def test_upscale_cli_uses_the_shipped_weights(shipped, shared_dir, tmp_path, cap
     ours = np.mean([psnr_y(o, g) for o, g in zip(out, hr)])
     base = np.mean([psnr_y(b, g) for b, g in zip(baseline_frames(lr), hr)])
     assert ours > base
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg binary on PATH")
+def test_heldout_clips_beat_ffmpeg_mci_plus_lanczos(shipped, shared_dir, capsys):
+    """Issue 14: on every held-out clip (all frames) and on the new frames on average, the shipped
+    model beats FFmpeg's minterpolate (mci, aobmc, bidir, vsbmc) + Lanczos x4 (9 frames each)."""
+    quality = _heldout_module("quality")
+    rows = []
+    for clip in quality.HELD_OUT:
+        hr = quality.read_clip(shared_dir / "videos", clip, 9)
+        rows.append((clip, quality.evaluate(hr, ["ffmpeg", "model"], shipped[1])))
+    new_gap = np.mean([r["model"]["new"][0] - r["ffmpeg"]["new"][0] for _, r in rows])
+    with capsys.disabled():
+        print("\nheld-out PSNR-Y, model - ffmpeg (all frames): "
+              + ", ".join(f"{c} {r['model']['all'][0] - r['ffmpeg']['all'][0]:+.2f}" for c, r in rows)
+              + f"; new frames on average {new_gap:+.2f} dB")
+    assert all(r["model"]["all"][0] > r["ffmpeg"]["all"][0] for _, r in rows), rows
+    assert new_gap > 0, rows

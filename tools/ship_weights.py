@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "zsm_tf" / "weights"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's zsm_tf, not an installed one
+WEIGHTS_DIR = ROOT / "zsm_tf" / "weights"
 
 
 def main():

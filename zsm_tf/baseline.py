@@ -29,6 +29,13 @@ def bicubic_blend(frames, scale=4):
     residual model; clip, or round with :func:`zsm_tf.inference.to_uint8`, to show it.
     The result has ``frames``' float dtype (float32 for integer input: values keep their scale).
     """
+    up = upscale_frames(frames, scale)
+    return interleave(up, 0.5 * (up[:, :-1] + up[:, 1:]))
+
+
+def upscale_frames(frames, scale=4):
+    """``[B, N, h, w, C] -> [B, N, scale*h, scale*w, C]``: bicubic upscaling of every frame
+    (float dtype of ``frames``; float32 for integer input)."""
     frames = tf.convert_to_tensor(frames)
     if not frames.dtype.is_floating:
         frames = tf.cast(frames, tf.float32)
@@ -36,5 +43,4 @@ def bicubic_blend(frames, scale=4):
     b, n, h, w, c = shape[0], shape[1], shape[2], shape[3], shape[4]
     up = tf.image.resize(tf.reshape(frames, [b * n, h, w, c]), [scale * h, scale * w],
                          method="bicubic")
-    up = tf.reshape(tf.cast(up, frames.dtype), [b, n, scale * h, scale * w, c])
-    return interleave(up, 0.5 * (up[:, :-1] + up[:, 1:]))
+    return tf.reshape(tf.cast(up, frames.dtype), [b, n, scale * h, scale * w, c])

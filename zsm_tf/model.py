@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zsm_tf.baseline import bicubic_blend, interleave
+from zsm_tf.baseline import bicubic_blend, interleave, upscale_frames
 from zsm_tf.layers.deformable_convlstm import BiDeformableConvLSTM
 from zsm_tf.layers.feature_extractor import FeatureExtractor, FeaturePyramid
 from zsm_tf.layers.frame_interpolation import FrameFeatureInterpolation
@@ -33,9 +33,13 @@ class ZoomingSlowMo(keras.Model):
     to the reconstruction (EDVR-style; the authors' network has none). ``conv_last`` then starts
     at zero, so a fresh model outputs exactly bicubic + frame blending and training learns
     only the correction: far fewer steps to a useful model on a CPU.
+    "motion": the same skip, but each new frame's base is motion-compensated instead of blended:
+    the midpoint of its neighbours' bicubic x4 warped along a classical symmetric block-matching
+    estimate of their motion (:mod:`zsm_tf.ops.flow`, stock TF ops, no weights). Neither skip is
+    in the paper.
     """
 
-    RESIDUALS = ("none", "bicubic")
+    RESIDUALS = ("none", "bicubic", "motion")
 
     def __init__(self, nf=64, groups=8, front_rbs=5, back_rbs=40, deform_impl="auto",
                  residual="none", recon_chunk=1, **kwargs):
@@ -100,6 +104,8 @@ class ZoomingSlowMo(keras.Model):
         out = tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
         if self.residual == "bicubic":
             out = out + bicubic_blend(frames)
+        elif self.residual == "motion":
+            out = out + self.motion_base(frames)
         # float32 out under a mixed-precision policy (float64 models stay float64)
         return out if out.dtype in (tf.float32, tf.float64) else tf.cast(out, tf.float32)
 
@@ -121,6 +127,25 @@ class ZoomingSlowMo(keras.Model):
         y = tf.map_fn(self.reconstructor, x, parallel_iterations=1,
                       fn_output_signature=tf.TensorSpec([k, None, None, 3], self.compute_dtype))
         return tf.reshape(y, [chunks * k, 4 * h, 4 * w, 3])[:m]
+
+    @classmethod
+    def motion_base(cls, frames):
+        """[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]: bicubic x4 of each frame, each new frame
+        the motion-compensated midpoint of its neighbours' (motion estimated at LR in float32,
+        a fixed prior: no gradient flows through the estimate)."""
+        from zsm_tf.ops.flow import midpoint, symmetric_flow, upscale_flow
+
+        shape = tf.shape(frames)
+        b, n, h, w = shape[0], shape[1], shape[2], shape[3]
+        lr = tf.cast(frames, tf.float32)
+        f0 = tf.reshape(lr[:, :-1], [b * (n - 1), h, w, 3])
+        f1 = tf.reshape(lr[:, 1:], [b * (n - 1), h, w, 3])
+        d = upscale_flow(tf.stop_gradient(symmetric_flow(f0, f1)), 4)
+        up = upscale_frames(frames)
+        up0 = tf.reshape(up[:, :-1], [b * (n - 1), 4 * h, 4 * w, 3])
+        up1 = tf.reshape(up[:, 1:], [b * (n - 1), 4 * h, 4 * w, 3])
+        mid = midpoint(up0, up1, tf.cast(d, up.dtype))
+        return interleave(up, tf.reshape(mid, [b, n - 1, 4 * h, 4 * w, 3]))
 
     def torch_params(self):
         """{the authors' parameter name: our variable}, e.g. ``"conv_first.weight"``."""

@@ -1,0 +1,123 @@
+"""The classical motion prior (zsm_tf.ops.flow) and ZoomingSlowMo(residual="motion")."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zsm_tf.baseline import bicubic_blend, upscale_frames
+from zsm_tf.model import ZoomingSlowMo
+from zsm_tf.ops import flow
+
+TINY = dict(nf=8, groups=2, front_rbs=1, back_rbs=1, deform_impl="gather")
+
+
+def _texture(h, w, seed=0, freq=0.9):
+    """A smooth random RGB texture [h, w, 3] in [0, 1] (sum of low-frequency sinusoids)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.zeros((h, w, 3))
+    for _ in range(12):
+        fy, fx = rng.uniform(-freq, freq, 2)
+        img += rng.uniform(0.2, 1.0, 3) * np.cos(fy * y + fx * x + rng.uniform(0, 6.3))[..., None]
+    img -= img.min()
+    return (img / img.max()).astype(np.float32)
+
+
+def _translated(img, dx, dy, size):
+    """``img`` seen through a window of ``size`` moved by (-dx, -dy): content moves by (dx, dy)."""
+    out = flow.bilinear_sample(tf.constant(img[None]), tf.fill([1, *img.shape[:2]], -dx),
+                               tf.fill([1, *img.shape[:2]], -dy))[0].numpy()
+    m = (img.shape[0] - size) // 2
+    return out[m:m + size, m:m + size]
+
+
+def test_bilinear_sample_shifts_and_interpolates():
+    img = np.arange(5 * 6 * 2, dtype=np.float32).reshape(1, 5, 6, 2)
+    ones = tf.ones([1, 5, 6])
+    right = flow.bilinear_sample(img, ones, 0 * ones).numpy()
+    np.testing.assert_array_equal(right[:, :, :-1], img[:, :, 1:])
+    np.testing.assert_array_equal(right[:, :, -1], img[:, :, -1])   # clamped at the border
+    half = flow.bilinear_sample(img, 0 * ones, 0.5 * ones).numpy()
+    np.testing.assert_allclose(half[:, :-1], 0.5 * (img[:, :-1] + img[:, 1:]))
+    warped = flow.warp(img, tf.stack([0 * ones, -ones], -1)).numpy()   # flow (0, -1): row above
+    np.testing.assert_array_equal(warped[:, 1:], img[:, :-1])
+
+
+@pytest.mark.parametrize("motion", [(3.0, 0.0), (0.0, -5.0), (6.6, 2.2), (-9.0, 7.0)])
+def test_symmetric_flow_finds_translations_and_their_midpoint(motion):
+    """Content moving by ``motion`` from f0 to f1: d = motion / 2 (sub-pixel), and the midpoint
+    warp is far closer to the true middle frame than blending the two."""
+    img = _texture(112, 112)
+    dx, dy = motion
+    f0, f1 = _translated(img, 0, 0, 64), _translated(img, dx, dy, 64)
+    truth = _translated(img, dx / 2, dy / 2, 64)
+    d = flow.symmetric_flow(f0[None], f1[None]).numpy()[0]
+    inner = (slice(12, -12), slice(12, -12))
+    np.testing.assert_allclose(np.median(d[inner].reshape(-1, 2), 0), [dx / 2, dy / 2], atol=0.25)
+    mid = flow.midpoint(f0[None], f1[None], d[None]).numpy()[0]
+    err_mc = np.abs(mid - truth)[inner].mean()
+    err_blend = np.abs(0.5 * (f0 + f1) - truth)[inner].mean()
+    assert err_mc < 0.2 * err_blend, (err_mc, err_blend)
+
+
+def test_still_frames_give_zero_motion():
+    img = _texture(40, 48)[None]
+    np.testing.assert_array_equal(flow.symmetric_flow(img, img).numpy(), 0.0)
+
+
+def test_upscale_flow_scales_values_and_size():
+    d = tf.constant(np.full((1, 3, 5, 2), [1.5, -0.5], np.float32))
+    up = flow.upscale_flow(d, 4).numpy()
+    assert up.shape == (1, 12, 20, 2)
+    np.testing.assert_allclose(up, np.full((1, 12, 20, 2), [6.0, -2.0]))
+
+
+def test_motion_residual_starts_at_its_base_and_keeps_bicubic_frames():
+    """A fresh residual='motion' model outputs its motion base: kept frames = bicubic x4, new
+    frames motion-compensated (= blended for a still clip, closer than blending for a pan)."""
+    model = ZoomingSlowMo(**TINY, residual="motion")
+    assert model.get_config()["residual"] == "motion"
+    img = _texture(96, 96, seed=1, freq=0.5)
+    pan = np.stack([_translated(img, 2.0 * i, 0, 48) for i in range(5)])  # 2 px per frame
+    frames = pan[0::2][None]  # inputs 0, 2, 4: 4 px between inputs
+    out = model(frames).numpy()
+    base = ZoomingSlowMo.motion_base(tf.constant(frames)).numpy()
+    bicubic = bicubic_blend(tf.constant(frames)).numpy()
+    np.testing.assert_allclose(out, base, atol=1e-6)
+    np.testing.assert_allclose(out[:, 0::2], bicubic[:, 0::2], atol=1e-6)
+    truth = upscale_frames(tf.constant(pan[None])).numpy()[:, 1::2]
+    inner = (slice(None), slice(None), slice(40, -40), slice(40, -40))
+    err_mc = np.abs(out[:, 1::2] - truth)[inner].mean()
+    err_blend = np.abs(bicubic[:, 1::2] - truth)[inner].mean()
+    assert err_mc < 0.3 * err_blend, (err_mc, err_blend)
+    still = np.repeat(frames[:, :1], 3, axis=1)
+    np.testing.assert_allclose(ZoomingSlowMo.motion_base(tf.constant(still)).numpy(),
+                               bicubic_blend(tf.constant(still)).numpy(), atol=1e-6)
+
+
+def test_motion_residual_round_trips_through_load_model(tmp_path):
+    from zsm_tf.loading import load_model
+
+    model = ZoomingSlowMo(**TINY, residual="motion")
+    model.save_weights(str(tmp_path / "w.weights.h5"))
+    (tmp_path / "model_config.json").write_text(
+        __import__("json").dumps(model.get_config()))
+    assert load_model(tmp_path / "w.weights.h5").residual == "motion"
+
+
+def test_motion_model_exports_with_stock_ops(tmp_path):
+    """The SavedModel of a residual='motion' model runs the motion estimate in stock ops and
+    serves what the Keras model computes."""
+    from zsm_tf import export as zexport
+
+    model = ZoomingSlowMo(**TINY, residual="motion")
+    rng = np.random.default_rng(4)
+    for var in model.variables:
+        var.assign(rng.normal(scale=0.05, size=var.shape))
+    path = zexport.export_model(model, str(tmp_path / "mc"), warmup_shapes=[], check=False)
+    img = _texture(64, 64, seed=2)
+    frames = np.stack([_translated(img, 3.0 * i, 1.0 * i, 16) for i in range(3)])[None]
+    served = tf.saved_model.load(path).signatures["predict_float"](frames=tf.constant(frames))
+    np.testing.assert_allclose(served["frames"].numpy(), np.clip(model(frames).numpy(), 0, 1),
+                               atol=1e-5)
