@@ -188,7 +188,11 @@ def run(args):
     if args.deterministic:
         import tensorflow as tf
 
+        from zsm_tf.ops import deterministic_impl
+
         tf.config.experimental.enable_op_determinism()
+        # the compiled op's GPU gradient uses float atomics: gather path on GPU (or a clear refusal)
+        cfg["model"]["deform_impl"] = deterministic_impl(cfg["model"].get("deform_impl", "auto"))
     from zsm_tf.training.trainer import Trainer
 
     try:

@@ -14,8 +14,6 @@ import argparse
 from itertools import islice
 from pathlib import Path
 
-import numpy as np
-
 # clips of ../shared/videos that configs/realclips.yaml leaves out of training
 HELD_OUT = ("again.mkv", "night.mkv", "thanks.mkv", "yes.mkv", "realshort.mp4")
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"

@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zsm_tf.data import (SyntheticClips, VideoFolder, VimeoSeptuplets, apply_ops, augment_pair,
-                         downscale, index_stream, make_pair, make_source, shard_stream,
-                         train_dataset)
+from zsm_tf.data import (
+    SyntheticClips,
+    VideoFolder,
+    VimeoSeptuplets,
+    apply_ops,
+    augment_pair,
+    downscale,
+    index_stream,
+    make_pair,
+    make_source,
+    shard_stream,
+    train_dataset,
+)
 from zsm_tf.data.video_clips import probe, read_frames
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_upscale import fake_model, tiny_weights  # noqa: F401  (tiny_weights is a fixture)
+
 from zsm_tf import evaluate
 from zsm_tf.metrics import psnr_y, rgb_to_y, ssim_y
 

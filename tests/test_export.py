@@ -20,11 +20,11 @@ import tensorflow as tf
 
 from zsm_tf import ZoomingSlowMo
 from zsm_tf import export as zexport
+from zsm_tf.inference import pad_frames
+from zsm_tf.loading import ModelLoadError, load_model, resolve_source, untracked_variables
 from zsm_tf.serving import checks, saved_model, signatures
 from zsm_tf.serving.session import SessionModel
 from zsm_tf.serving.warmup import read_warmup
-from zsm_tf.inference import pad_frames
-from zsm_tf.loading import ModelLoadError, load_model, resolve_source, untracked_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(nf=8, groups=1, front_rbs=1, back_rbs=1)

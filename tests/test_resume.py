@@ -8,7 +8,6 @@ TensorFlow runs for real); the in-process ones swap the network for ``fake_model
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,9 +18,9 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_upscale import fake_model, frames_folder, tiny_model
 from test_video_io import make_video
+
 from zsm_tf import upscale
 from zsm_tf.resume import plan_segments, work_dir_for
 

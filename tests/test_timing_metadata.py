@@ -10,8 +10,8 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from test_upscale import fake_model
+
 from zsm_tf import upscale
 from zsm_tf.timing import is_constant_rate, output_timing
 

@@ -18,8 +18,8 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_video_io import REALSHORT, leftovers, make_video, needs_videos, probe, write_png16
+
 from zsm_tf import upscale
 from zsm_tf.inference import SpaceTimeUpscaler, ramp_weights, tile_starts
 
@@ -38,6 +38,7 @@ def fake_model(x):
     return blur.repeat(4, 2).repeat(4, 3)
 '''
 exec(FAKE_SRC)
+fake_model = globals()["fake_model"]  # defined by FAKE_SRC, which subprocess tests run too
 
 
 @pytest.fixture

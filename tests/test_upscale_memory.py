@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from itertools import islice
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_upscale import fake_model, tiny_model
 from test_video_io import VIDEOS, needs_videos
+
 from zsm_tf import memory
 from zsm_tf.inference import SpaceTimeUpscaler
 
@@ -90,6 +89,7 @@ def test_parse_size():
 
 def test_cannot_fit_is_one_line_before_any_work(tmp_path, capsys):
     from test_upscale import frames_folder, run_cli
+
     from zsm_tf import upscale
 
     src = frames_folder(tmp_path / "in", 3, 64, 48)

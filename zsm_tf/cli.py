@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         print(f"zsm-tf: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     if name in ("export", "demo") and not ({"-h", "--help"} & set(rest)):
-        from zsm_tf.quiet import quiet_tf   # these start TensorFlow right away: no start-up banner
+        from zsm_tf.quiet import quiet_tf  # these start TensorFlow right away: no start-up banner
 
         quiet_tf()
     module = importlib.import_module(COMMANDS[name][0])

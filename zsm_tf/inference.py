@@ -29,9 +29,8 @@ a Keras model is wrapped in a ``tf.function`` (one trace per input shape).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
-
 import weakref
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -177,7 +176,8 @@ class SpaceTimeUpscaler:
                  self_ensemble: bool = False, batch: int = 1, *, precision: str = "float32",
                  bf16_cost_db: Optional[float] = None, max_memory: Optional[float] = None,
                  pipeline: bool = False):
-        from zsm_tf import memory, precision as prec
+        from zsm_tf import memory
+        from zsm_tf import precision as prec
 
         if window < 2:
             raise ValueError(f"window must be at least 2 frames, got {window}")

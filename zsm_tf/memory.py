@@ -21,7 +21,6 @@ Sizes are in bytes. ``H, W`` are the padded input frame size (multiples of 4).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 

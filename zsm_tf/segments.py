@@ -16,12 +16,18 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from zsm_tf.video_io import (_FORMAT_OF_EXT, MediaError, StreamCopier, _ff_msg, add_video_stream,
-                             rgb_to_video_frame)
+from zsm_tf.video_io import (
+    _FORMAT_OF_EXT,
+    MediaError,
+    StreamCopier,
+    _ff_msg,
+    add_video_stream,
+    rgb_to_video_frame,
+)
 
 SEGMENT_EXT = ".mp4"
 

@@ -172,8 +172,8 @@ def _note(args, msg) -> None:
 
 
 def run(args) -> int:
-    from zsm_tf import video_io as vio
     from zsm_tf import upscale_job as job
+    from zsm_tf import video_io as vio
     from zsm_tf.resume import ResumableOutput, plan_segments, produce
     from zsm_tf.segments import SegmentEncoder, container_format
     from zsm_tf.timing import output_timing

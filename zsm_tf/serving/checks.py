@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 
-from zsm_tf.serving.signatures import (INPUT_KEY, OUTPUT_KEY, SCALE, SIGNATURE_FLOAT,
-                                       SIGNATURES)
+from zsm_tf.serving.signatures import INPUT_KEY, OUTPUT_KEY, SCALE, SIGNATURE_FLOAT, SIGNATURES
 
 # ops of our compiled library: never allowed in an export (TF Serving cannot load them)
 CUSTOM_OPS = frozenset({"ZsmTf>DeformableIm2col", "ZsmTf>DeformableIm2colGrad"})
