@@ -192,7 +192,10 @@ def run(args):
 
         tf.config.experimental.enable_op_determinism()
         # the compiled op's GPU gradient uses float atomics: gather path on GPU (or a clear refusal)
-        cfg["model"]["deform_impl"] = deterministic_impl(cfg["model"].get("deform_impl", "auto"))
+        try:
+            cfg["model"]["deform_impl"] = deterministic_impl(cfg["model"].get("deform_impl", "auto"))
+        except ValueError as e:
+            raise SetupError(_one_line(e)) from None
     from zsm_tf.training.trainer import Trainer
 
     try:
