@@ -201,13 +201,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_op_names_are_namespaced():
     from tensorflow.python.framework import op_def_registry
 
-    from zsm_tf import export
+    from zsm_tf.serving import checks
 
     assert custom_op.OP_NAME == "ZsmTf>DeformableIm2col"
     assert op_def_registry.get(custom_op.OP_NAME) is not None
     assert op_def_registry.get(custom_op.GRAD_OP_NAME) is not None
     assert op_def_registry.get("DeformableIm2col") is None
-    assert export.CUSTOM_OPS == {custom_op.OP_NAME, custom_op.GRAD_OP_NAME}
+    assert checks.CUSTOM_OPS == {custom_op.OP_NAME, custom_op.GRAD_OP_NAME}
 
 
 def test_build_info_reports_the_loaded_library():
