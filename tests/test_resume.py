@@ -8,7 +8,6 @@ TensorFlow runs for real); the in-process ones swap the network for ``fake_model
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

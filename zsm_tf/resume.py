@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from zsm_tf.segments import SegmentEncoder, fsync_dir, join_segments, write_png
+from zsm_tf.segments import fsync_dir, join_segments, write_png
 from zsm_tf.video_io import MediaError
 
 WORK_SUFFIX = ".zsm-work"
