@@ -10,6 +10,10 @@
 
 Rerunning the same command after an interruption (even kill -9) resumes from the last
 checkpoint in OUTPUT/checkpoints. See docs/training.md.
+
+A problem with the command line, the config (missing, not YAML, unknown sections or keys, an
+unknown --model key) or the data (e.g. an empty videos: folder) prints one line,
+"train.py: error: ...", and exits with status 2; --debug shows the traceback.
 """
 from __future__ import annotations
 
