@@ -54,6 +54,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from zsm_tf.ops.conv_args import pair
+
 OP_NAME = "ZsmTf>DeformableIm2col"
 GRAD_OP_NAME = "ZsmTf>DeformableIm2colGrad"
 _SOURCES = ("deform_im2col.h", "deform_im2col_cpu.h", "deform_im2col_gpu.h",
@@ -532,10 +534,6 @@ def build_info() -> dict:
     return {**_info, "registered_devices": sorted(registered_devices()), "error": None}
 
 
-def _pair(v):
-    return [int(i) for i in v] if hasattr(v, "__len__") else [int(v), int(v)]
-
-
 def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, dilation=1,
                       deformable_groups=1):
     """Deformable modulated im2col with the compiled op (differentiable wrt all three inputs).
@@ -552,7 +550,7 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
     if lib is None:
         raise RuntimeError(f"the compiled deformable op is not available "
                            f"({unavailable_reason()}); use impl='gather'")
-    kernel_size = _pair(kernel_size)
+    kernel_size = list(pair(kernel_size, "kernel_size"))
     dg = int(deformable_groups)
     inputs = tf.convert_to_tensor(inputs)
     dtype = inputs.dtype
@@ -563,6 +561,6 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
         s = tf.shape(off)
         mask = tf.ones(tf.stack([s[0], s[1], s[2], dg * kernel_size[0] * kernel_size[1]]), compute)
     cols = _forward_fn(lib)(x, off, tf.cast(mask, compute), kernel_size=kernel_size,
-                            strides=_pair(strides), padding=_pair(padding),
-                            dilation=_pair(dilation), deformable_groups=dg)
+                            strides=list(pair(strides, "strides")), padding=list(pair(padding, "padding")),
+                            dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
     return tf.cast(cols, dtype)

@@ -23,16 +23,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from zsm_tf.ops.conv_args import pair
+
 IMPLS = ("auto", "gather", "custom_op")
-
-
-def _pair(v, name):
-    if isinstance(v, int):
-        return (v, v)
-    v = tuple(int(i) for i in v)
-    if len(v) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return v
 
 
 def determinism_enabled() -> bool:
@@ -109,10 +102,10 @@ def deformable_im2col_gather(inputs, offsets, mask, kernel_size, strides=1, padd
     Returns:
       columns [B, Ho, Wo, kh*kw*C]: tap-major, channel-minor (channel c = g*(C/dg) + cg).
     """
-    kh, kw = _pair(kernel_size, "kernel_size")
-    sh, sw = _pair(strides, "strides")
-    ph, pw = _pair(padding, "padding")
-    dh, dw = _pair(dilation, "dilation")
+    kh, kw = pair(kernel_size, "kernel_size")
+    sh, sw = pair(strides, "strides")
+    ph, pw = pair(padding, "padding")
+    dh, dw = pair(dilation, "dilation")
     dg = int(deformable_groups)
     K = kh * kw
     dtype = inputs.dtype
@@ -188,9 +181,9 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
         from zsm_tf.ops import custom_op
 
         return custom_op.deformable_im2col(
-            inputs, offsets, mask, kernel_size=_pair(kernel_size, "kernel_size"),
-            strides=_pair(strides, "strides"), padding=_pair(padding, "padding"),
-            dilation=_pair(dilation, "dilation"), deformable_groups=int(deformable_groups))
+            inputs, offsets, mask, kernel_size=pair(kernel_size, "kernel_size"),
+            strides=pair(strides, "strides"), padding=pair(padding, "padding"),
+            dilation=pair(dilation, "dilation"), deformable_groups=int(deformable_groups))
     return deformable_im2col_gather(inputs, offsets, mask, kernel_size, strides, padding,
                                     dilation, deformable_groups)
 

@@ -21,11 +21,13 @@ class SessionModel:
 
     def __init__(self, export_dir, tags=("serve",)):
         import tensorflow as tf
+        from tensorflow.python.util import deprecation
 
         self.export_dir = str(export_dir)
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
-        with self.graph.as_default():
+        # the TF1 loader is what TF Serving runs: its deprecation notice is noise for our users
+        with self.graph.as_default(), deprecation.silence():
             self.meta_graph = tf.compat.v1.saved_model.loader.load(
                 self.session, list(tags), self.export_dir)
 
