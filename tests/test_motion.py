@@ -121,3 +121,17 @@ def test_motion_model_exports_with_stock_ops(tmp_path):
     served = tf.saved_model.load(path).signatures["predict_float"](frames=tf.constant(frames))
     np.testing.assert_allclose(served["frames"].numpy(), np.clip(model(frames).numpy(), 0, 1),
                                atol=1e-5)
+
+
+def test_bilinear_sample_in_bfloat16_keeps_exact_coordinates():
+    """bfloat16 holds integers exactly only up to 256: positions in a 640-wide frame must still
+    index the right pixel (they are computed in float32), never past the end."""
+    rng = np.random.default_rng(3)
+    img = rng.uniform(size=(1, 3, 640, 1)).astype(np.float32)
+    zero = tf.zeros([1, 3, 640])
+    got = flow.bilinear_sample(tf.cast(img, tf.bfloat16), zero, zero)
+    np.testing.assert_array_equal(got.numpy().astype(np.float32),
+                                  tf.cast(tf.cast(img, tf.bfloat16), tf.float32).numpy())
+    shifted = flow.bilinear_sample(tf.cast(img, tf.bfloat16), zero + 1.0, zero)
+    np.testing.assert_array_equal(shifted.numpy()[0, :, 500].astype(np.float32),
+                                  tf.cast(tf.cast(img[0, :, 501], tf.bfloat16), tf.float32).numpy())

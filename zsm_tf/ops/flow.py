@@ -30,7 +30,9 @@ def bilinear_sample(images, dx, dy):
     images ``[B, H, W, C]``; dx, dy ``[B, H, W]`` (pixels) -> ``[B, H, W, C]``."""
     shape = tf.shape(images)
     b, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    dtype = images.dtype
+    # coordinates in float32 (or float64) even for bfloat16/float16 images: bfloat16 holds
+    # integers exactly only up to 256, so pixel positions of a wide frame would round off it
+    dtype = images.dtype if images.dtype in (tf.float32, tf.float64) else tf.float32
     ys = tf.cast(tf.range(h), dtype)[None, :, None]
     xs = tf.cast(tf.range(w), dtype)[None, None, :]
     x = tf.clip_by_value(xs + tf.cast(dx, dtype), 0.0, tf.cast(w - 1, dtype))
@@ -49,8 +51,8 @@ def bilinear_sample(images, dx, dy):
     def at(yi, xi):
         return tf.gather(flat, base + yi * w + xi)
 
-    wx = wx[..., None]
-    wy = wy[..., None]
+    wx = tf.cast(wx, images.dtype)[..., None]
+    wy = tf.cast(wy, images.dtype)[..., None]
     top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
     bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
     return top * (1 - wy) + bottom * wy
