@@ -22,9 +22,9 @@ DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos
 def heldout_scores(model, videos=DEFAULT_VIDEOS, frames=13, window=7, clips=HELD_OUT,
                    precision="float32"):
     """[(clip name, evaluate_clip result)] and their average, for the first ``frames`` frames."""
-    from zsm_tf.evaluate import average_of, evaluate_clip, mod_crop
+    from zsm_tf.evaluation import average_of, evaluate_clip, mod_crop
     from zsm_tf.inference import SpaceTimeUpscaler
-    from zsm_tf.video_io import open_source
+    from zsm_tf.io import open_source
 
     upscaler = SpaceTimeUpscaler(model, window=window, precision=precision)
     rows = []
@@ -46,11 +46,10 @@ def main():
     parser.add_argument("--json", help="also write the per-clip numbers to this file")
     args = parser.parse_args()
 
-    from zsm_tf.evaluate import format_table
-    from zsm_tf.loading import load_model
-    from zsm_tf.upscale import default_weights
+    from zsm_tf.evaluation import format_table
+    from zsm_tf.loading import load_model, shipped_weights
 
-    model = load_model(args.weights or default_weights())
+    model = load_model(args.weights or shipped_weights())
     rows, avg = heldout_scores(model, args.videos, args.frames, window=args.window,
                                precision=args.precision)
     print(f"window {args.window}, {args.precision}, first {args.frames} frames")

@@ -32,7 +32,7 @@ def child(args):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from zsm_tf import upscale
+    from zsm_tf.commands import upscale
     from zsm_tf.inference import SpaceTimeUpscaler
     from zsm_tf.memory import parse_size
     from zsm_tf.model import ZoomingSlowMo

@@ -51,8 +51,8 @@ LANCZOS = "scale=iw*4:ih*4:flags=lanczos"
 def read_clip(videos, spec, frames, crop=None):
     """HR uint8 frames of ``NAME[@START]``: ``frames`` of them (odd), centre-cropped to
     ``crop = (w, h)`` if given, then to multiples of 4."""
-    from zsm_tf.evaluate import mod_crop
-    from zsm_tf.video_io import open_source
+    from zsm_tf.evaluation import mod_crop
+    from zsm_tf.io import open_source
 
     name, _, start = spec.partition("@")
     with open_source(Path(videos) / name) as src:
@@ -127,7 +127,7 @@ def scores(outputs, hr):
 
 def evaluate(hr, methods, model=None, ffmpeg_order="interpolate-first"):
     """{method: scores} for one clip's HR frames (None for ffmpeg without a binary)."""
-    from zsm_tf.evaluate import baseline_frames, downscale
+    from zsm_tf.evaluation import baseline_frames, downscale
     from zsm_tf.inference import SpaceTimeUpscaler
 
     lr = [downscale(f) for f in hr[::2]]
@@ -199,16 +199,15 @@ def main(argv=None):
         parser.error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
     crop = tuple(int(v) for v in args.crop.lower().split("x")) if args.crop else None
 
-    from zsm_tf.upscale import quiet_tf
+    from zsm_tf.quiet import quiet_tf
 
     quiet_tf()
     model = None
     if "model" in methods:
-        from zsm_tf.loading import load_model
-        from zsm_tf.upscale import default_weights
+        from zsm_tf.loading import load_model, shipped_weights
 
-        model = load_model(args.weights or default_weights())
-        print(f"model: {args.weights or default_weights()} (residual={model.residual})",
+        model = load_model(args.weights or shipped_weights())
+        print(f"model: {args.weights or shipped_weights()} (residual={model.residual})",
               file=sys.stderr)
     if "ffmpeg" in methods and shutil.which("ffmpeg") is None:
         print("note: no ffmpeg binary on PATH, FFmpeg column skipped (apt-get install ffmpeg)",

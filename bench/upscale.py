@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from zsm_tf import upscale
+from zsm_tf.commands import upscale
 rc = upscale.main(sys.argv[1:])
 ru = resource.getrusage(resource.RUSAGE_SELF)
 print("BENCH " + json.dumps({"rc": rc, "wall_s": time.perf_counter() - t0,

@@ -69,7 +69,7 @@ def test_convert_truncated_file_one_line(tmp_path):
 
 @needs_golden
 def test_convert_never_replaces_another_models_config(tmp_path, capsys):
-    from zsm_tf.convert import main
+    from zsm_tf.commands.convert import main
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

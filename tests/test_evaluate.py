@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from test_upscale import fake_model, tiny_weights  # noqa: F401  (tiny_weights is a fixture)
 
-from zsm_tf import evaluate
+from zsm_tf.commands import evaluate
+from zsm_tf.evaluation import baseline_frames
 from zsm_tf.metrics import psnr_y, rgb_to_y, ssim_y
 
 
@@ -65,7 +66,7 @@ def test_psnr_ssim_values():
 
 def test_baseline_blends_neighbours():
     lr = [np.full((4, 4, 3), v, np.uint8) for v in (10, 30, 31)]
-    out = list(evaluate.baseline_frames(lr))
+    out = list(baseline_frames(lr))
     assert len(out) == 5 and out[0].shape == (16, 16, 3)
     assert [int(o[8, 8, 0]) for o in out] == [10, 20, 30, 30, 31]   # 30.5 rounds half to even
 

@@ -1,4 +1,4 @@
-"""Export for TensorFlow Serving (zsm_tf/export.py) and model loading (zsm_tf/loading.py).
+"""Export for TensorFlow Serving (zsm_tf/commands/export.py) and model loading (zsm_tf/loading.py).
 
 One tiny model (nf=8, groups=1, front_rbs=1, back_rbs=1) is saved as a training run would save it
 (model_config.json + tf.train.CheckpointManager checkpoints, trained with the compiled op's
@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from zsm_tf import ZoomingSlowMo
-from zsm_tf import export as zexport
+from zsm_tf.commands import export as zexport
 from zsm_tf.inference import pad_frames
 from zsm_tf.loading import ModelLoadError, load_model, resolve_source, untracked_variables
 from zsm_tf.serving import checks, saved_model, signatures

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from zsm_tf import ZoomingSlowMo
-from zsm_tf.convert import StateDictMismatchError, infer_config, load_official_state_dict, read_state_dict
+from zsm_tf.official_checkpoint import StateDictMismatchError, infer_config, load_official_state_dict, read_state_dict
 
 
 @pytest.fixture(scope="module")

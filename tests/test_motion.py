@@ -109,7 +109,7 @@ def test_motion_residual_round_trips_through_load_model(tmp_path):
 def test_motion_model_exports_with_stock_ops(tmp_path):
     """The SavedModel of a residual='motion' model runs the motion estimate in stock ops and
     serves what the Keras model computes."""
-    from zsm_tf import export as zexport
+    from zsm_tf.commands import export as zexport
 
     model = ZoomingSlowMo(**TINY, residual="motion")
     rng = np.random.default_rng(4)

@@ -64,7 +64,7 @@ def test_one_line():
 
 def test_video_extensions_are_defined_once():
     from zsm_tf.data import video_clips
-    from zsm_tf.video_io import VIDEO_EXTS, VIDEO_INPUT_EXTS
+    from zsm_tf.io import VIDEO_EXTS, VIDEO_INPUT_EXTS
 
     assert VIDEO_EXTS < VIDEO_INPUT_EXTS and not hasattr(video_clips, "VIDEO_EXTS")
 
@@ -73,7 +73,7 @@ def test_interleave_and_the_one_baseline():
     import tensorflow as tf
 
     from zsm_tf.baseline import bicubic_blend, interleave
-    from zsm_tf.evaluate import baseline_frames
+    from zsm_tf.evaluation import baseline_frames
     from zsm_tf.inference import to_uint8
 
     kept = tf.reshape(tf.range(2 * 3, dtype=tf.float32), [2, 3, 1])
@@ -91,3 +91,49 @@ def test_interleave_and_the_one_baseline():
     assert len(frames) == 5
     for got, want in zip(frames, base):
         np.testing.assert_array_equal(got, to_uint8(want))
+
+
+def _imports(path: Path):
+    """The zsm_tf modules a source file imports (at any depth of the file)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("zsm_tf"):
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("zsm_tf"))
+    return names
+
+
+def test_commands_only_call_down():
+    """The library never imports a command (docs/architecture.md): only zsm_tf/commands/ and the
+    dispatcher zsm_tf/cli.py may import zsm_tf.commands."""
+    package = ROOT / "zsm_tf"
+    upward = {}
+    for path in package.rglob("*.py"):
+        rel = path.relative_to(package)
+        if rel.parts[0] == "commands" or rel.name == "cli.py":
+            continue
+        bad = sorted(n for n in _imports(path) if n.startswith("zsm_tf.commands"))
+        if bad:
+            upward[str(rel)] = bad
+    assert upward == {}, upward
+
+
+def test_layout_of_the_package():
+    """The layout issue 16 asks for: commands apart, io one concern per module, one loader."""
+    from zsm_tf import loading
+    from zsm_tf.commands import COMMANDS
+
+    assert set(COMMANDS) == {"train", "upscale", "evaluate", "export", "convert-weights", "demo"}
+    for module, _ in COMMANDS.values():
+        assert module.startswith("zsm_tf.commands.") and (ROOT / (module.replace(".", "/") + ".py")).is_file()
+    for old in ("video_io", "upscale", "evaluate", "export", "convert", "demo", "segments", "resume",
+                "timing", "upscale_job"):
+        assert not (ROOT / "zsm_tf" / f"{old}.py").exists(), old
+    for path in (ROOT / "zsm_tf" / "io").glob("*.py"):
+        assert len(path.read_text().splitlines()) < 300, path   # one concern each
+    loaders = [p for p in (ROOT / "zsm_tf").rglob("*.py") if "def load_model(" in p.read_text()]
+    assert loaders == [Path(loading.__file__)], loaders

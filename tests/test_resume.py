@@ -21,8 +21,8 @@ from PIL import Image
 from test_upscale import fake_model, frames_folder, tiny_model
 from test_video_io import make_video
 
-from zsm_tf import upscale
-from zsm_tf.resume import plan_segments, work_dir_for
+from zsm_tf.commands import upscale
+from zsm_tf.pipeline.resume import plan_segments, work_dir_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

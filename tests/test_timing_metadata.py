@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from test_upscale import fake_model
 
-from zsm_tf import upscale
-from zsm_tf.timing import is_constant_rate, output_timing
+from zsm_tf.commands import upscale
+from zsm_tf.pipeline.timing import is_constant_rate, output_timing
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from zsm_tf import ZoomingSlowMo
-from zsm_tf.convert import load_official_state_dict, torch_to_keras
+from zsm_tf.official_checkpoint import load_official_state_dict, torch_to_keras
 from zsm_tf.training import load_config
 from zsm_tf.training.loss import replica_loss
 from zsm_tf.training.optimizer import TorchAdam, make_adam

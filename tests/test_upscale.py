@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 from test_video_io import REALSHORT, leftovers, make_video, needs_videos, probe, write_png16
 
-from zsm_tf import upscale
+from zsm_tf import loading
+from zsm_tf.commands import upscale
 from zsm_tf.inference import SpaceTimeUpscaler, ramp_weights, tile_starts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,11 +299,11 @@ def test_unwritable_output(tmp_path, fake, capsys, case):
 
 def test_weights_errors(tmp_path, capsys, monkeypatch):
     src = frames_folder(tmp_path / "in", 3, 16, 16)
-    monkeypatch.setattr(upscale, "WEIGHTS_DIR", tmp_path / "no_weights")
+    monkeypatch.setattr(loading, "SHIPPED_WEIGHTS_DIR", str(tmp_path / "no_weights"))
     rc, cap = run_cli([src, tmp_path / "o.mp4"], capsys)
     assert rc == 1 and "--weights" in cap.err and len(cap.err.strip().splitlines()) == 1
     rc, cap = run_cli([src, tmp_path / "o.mp4", "--weights", tmp_path / "missing.weights.h5"], capsys)
-    assert rc == 1 and "no such weights file" in cap.err
+    assert rc == 1 and "no such file" in cap.err and "missing.weights.h5" in cap.err
     (tmp_path / "x.pth").write_bytes(b"0")
     rc, cap = run_cli([src, tmp_path / "o.mp4", "--weights", tmp_path / "x.pth"], capsys)
     assert rc == 1 and "convert-weights" in cap.err
@@ -320,7 +321,7 @@ def test_real_weights_config_and_mismatch(tmp_path, capsys, tiny_weights, monkey
     want = np.round(SpaceTimeUpscaler(model).upscale_window(x) * 255)
     assert got.shape == (5, 48, 64, 3) and np.abs(got - want).max() <= 1
     # shipped weights: picked up without --weights
-    monkeypatch.setattr(upscale, "WEIGHTS_DIR", weights.parent)
+    monkeypatch.setattr(loading, "SHIPPED_WEIGHTS_DIR", str(weights.parent))
     rc, cap = run_cli([src, tmp_path / "b"], capsys)
     assert rc == 0, cap.err
     # --config for weights without model_config.json; a mismatch is one clear line
@@ -338,7 +339,7 @@ def test_real_weights_config_and_mismatch(tmp_path, capsys, tiny_weights, monkey
 
 MEMORY_SCRIPT = FAKE_SRC + textwrap.dedent('''
     import resource, sys
-    from zsm_tf import upscale
+    from zsm_tf.commands import upscale
     upscale.load_model = lambda *a, **k: fake_model
     rc = upscale.main(sys.argv[1:] + ["-q"])
     print("RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rc)

@@ -90,7 +90,7 @@ def test_parse_size():
 def test_cannot_fit_is_one_line_before_any_work(tmp_path, capsys):
     from test_upscale import frames_folder, run_cli
 
-    from zsm_tf import upscale
+    from zsm_tf.commands import upscale
 
     src = frames_folder(tmp_path / "in", 3, 64, 48)
     rc, cap = run_cli([src, tmp_path / "out", "--max-memory", "100M"], capsys)
@@ -156,7 +156,7 @@ def test_progress_moves_within_the_first_window():
 def again_frames():
     if not (VIDEOS / "again.mkv").is_file():
         pytest.skip("needs ../shared/videos")
-    from zsm_tf.video_io import open_source
+    from zsm_tf.io import open_source
 
     with open_source(VIDEOS / "again.mkv") as src:
         return [f for f in islice(iter(src), 3)]
@@ -174,7 +174,7 @@ def test_auto_tiles_keep_640x480_under_the_budget(tmp_path, again_frames):
         Image.fromarray(f).save(src / f"{i}.png")
     budget = "3G"
     script = (
-        "import resource, sys; from zsm_tf import upscale; "
+        "import resource, sys; from zsm_tf.commands import upscale; "
         f"rc = upscale.main([{str(src)!r}, {str(tmp_path / 'out')!r}, '--max-memory', {budget!r}, '-q']); "
         "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024); sys.exit(rc)")
     res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
@@ -190,13 +190,13 @@ def test_auto_tiles_keep_640x480_under_the_budget(tmp_path, again_frames):
 def test_bfloat16_within_stated_cost_of_float32(again_frames):
     """PSNR-Y of the shipped weights on a held-out clip in bfloat16 vs float32: the difference is
     within the 0.05 dB README states (and within the cost recorded in model_config.json)."""
-    from zsm_tf.evaluate import evaluate_clip, mod_crop
+    from zsm_tf.evaluation import evaluate_clip, mod_crop
     from zsm_tf.inference import trained_settings
+    from zsm_tf.loading import load_model, shipped_weights
     from zsm_tf.precision import AUTO_MAX_COST_DB
-    from zsm_tf.upscale import load_model
 
     cost = trained_settings().get("bf16_psnr_cost_db", AUTO_MAX_COST_DB)
-    model = load_model()
+    model = load_model(shipped_weights())
     hr = [mod_crop(f) for f in again_frames]
     psnr = {p: evaluate_clip(SpaceTimeUpscaler(model, window=4, precision=p), hr)["model"][0]
             for p in ("float32", "bfloat16")}

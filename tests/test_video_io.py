@@ -1,4 +1,4 @@
-"""zsm_tf.video_io: reading videos / image folders, writing videos / PNG folders (no TensorFlow)."""
+"""zsm_tf.io: reading videos / image folders, writing videos / PNG folders (no TensorFlow)."""
 from __future__ import annotations
 
 import random
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zsm_tf import video_io as vio
+from zsm_tf import io as vio
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 REALSHORT = VIDEOS / "realshort.mp4"

@@ -1,6 +1,7 @@
 """The ``zsm-tf`` command: ``zsm-tf <command> [args]``.
 
-Each command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches,
+Each command lives in its own module of :mod:`zsm_tf.commands` and exposes ``main(argv) -> int``;
+this file only dispatches,
 importing the command's module (and so TensorFlow) only when that command runs.
 """
 from __future__ import annotations
@@ -8,13 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {
-    "convert-weights": ("zsm_tf.convert", "convert the authors' .pth/.npz checkpoint to .weights.h5"),
-    "upscale": ("zsm_tf.upscale", "upscale a video or image folder: 4x size, 2x frame rate"),
-    "evaluate": ("zsm_tf.evaluate", "PSNR/SSIM-Y of the model vs bicubic + frame blending"),
-    "export": ("zsm_tf.export", "export a SavedModel for TensorFlow Serving (same as export.py)"),
-    "demo": ("zsm_tf.demo", "forward pass of the default model on generated frames, timed"),
-}
+from zsm_tf.commands import COMMANDS
 
 
 def _usage() -> str:

@@ -137,10 +137,7 @@ def trained_settings(weights=None, config=None) -> dict:
     from zsm_tf import loading
 
     try:
-        if weights is None:
-            from zsm_tf.upscale import default_weights
-            weights = default_weights()
-        source = loading.resolve_source(weights, config)
+        source = loading.resolve_source(weights or loading.shipped_weights(), config)
         if source.kind == "keras":
             return {}
         with open(source.config_path) as f:

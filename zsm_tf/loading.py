@@ -13,6 +13,8 @@
   ``model_config.json`` beside it, else ``<name>.json`` (``foo.weights.h5`` -> ``foo.json``);
 * a **``.keras``** file (``model.save``).
 
+:func:`shipped_weights` names the weights shipped in ``zsm_tf/weights/`` (the commands' default).
+
 ``config=`` (a JSON file of ``ZoomingSlowMo`` arguments) overrides where the config comes from,
 e.g. for a ``.weights.h5`` with no config beside it (``zsm-tf upscale --config``).
 
@@ -23,6 +25,7 @@ model free of the compiled op. Every problem with the path or its contents raise
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import warnings
@@ -36,6 +39,7 @@ CHECKPOINTS_DIR = "checkpoints"
 FINAL_WEIGHTS = "final.weights.h5"
 DEFAULT_RUN_DIR = os.path.join("runs", "zsm")  # train.py's default --output-dir
 _SIZE_KEYS = ("nf", "groups", "front_rbs", "back_rbs")
+SHIPPED_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 
 class ModelLoadError(Exception):
@@ -158,8 +162,10 @@ def resolve_source(path, config=None) -> ModelSource:
         raise ModelLoadError(f"no model config for {path}: expected {beside} or {named}")
     if path.endswith(".keras"):
         return ModelSource("keras", path, path)
+    hint = (" (the authors' checkpoint: convert it with 'zsm-tf convert-weights')"
+            if path.endswith((".pth", ".pt", ".npz")) else "")
     raise ModelLoadError(f"unsupported model path {path}: want a training output dir, a "
-                         f"checkpoint, a .weights.h5 or a .keras file")
+                         f"checkpoint, a .weights.h5 or a .keras file{hint}")
 
 
 def read_config(source: ModelSource) -> dict:
@@ -196,6 +202,18 @@ def read_config(source: ModelSource) -> dict:
     if isinstance(dtype, str) and dtype != "float32":
         kwargs["dtype"] = dtype
     return kwargs
+
+
+def shipped_weights() -> str:
+    """The ``.weights.h5`` shipped in ``zsm_tf/weights/``, or :class:`ModelLoadError`."""
+    found = sorted(glob.glob(os.path.join(SHIPPED_WEIGHTS_DIR, "*.weights.h5")))
+    if not found:
+        raise ModelLoadError(f"no shipped weights in {SHIPPED_WEIGHTS_DIR}; pass --weights PATH (a "
+                             f".weights.h5 from 'zsm-tf convert-weights' or from training)")
+    if len(found) > 1:
+        raise ModelLoadError(f"several weight files in {SHIPPED_WEIGHTS_DIR} "
+                             f"({', '.join(os.path.basename(p) for p in found)}); pick one with --weights")
+    return found[0]
 
 
 def load_model(path=None, deform_impl="auto", config=None):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from zsm_tf.video_io import VIDEO_INPUT_EXTS
+from zsm_tf.io import VIDEO_INPUT_EXTS
 
 
 def probe(path):

@@ -6,7 +6,7 @@
 - :mod:`.session`: the TF1 session loader that TF Serving and ``saved_model_cli`` use.
 - :mod:`.checks`: the written graph uses stock ops only, and it serves through that loader.
 
-The command is ``python export.py`` (:mod:`zsm_tf.export`).
+The command is ``python export.py`` (:mod:`zsm_tf.commands.export`).
 """
 from zsm_tf.serving.saved_model import ExportError, export_model, write_saved_model
 from zsm_tf.serving.session import SessionModel

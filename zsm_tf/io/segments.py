@@ -2,14 +2,14 @@
 
 A long upscale writes its output as segments of consecutive output frames, each one finished
 (encoded, flushed, fsync'ed and renamed) before the next starts, so an interrupted run loses at
-most the segment in progress (see :mod:`zsm_tf.resume`).
+most the segment in progress (see :mod:`zsm_tf.pipeline.resume`).
 
 * :class:`SegmentEncoder` encodes one segment to an MP4 file (H.264, or VP9 for WebM output) with
   timestamps starting at 0, in the output's time base.
 * :func:`join_segments` stream-copies the segments' packets (shifted to their place in time) into
-  the final container with the input's audio and subtitles (:class:`zsm_tf.video_io.StreamCopier`)
+  the final container with the input's audio and subtitles (:class:`zsm_tf.io.audio.StreamCopier`)
   and its rotation. Decoding the joined file gives exactly the frames each segment decodes to.
-* :func:`write_png` writes one PNG frame atomically (temporary name, then rename).
+* :func:`zsm_tf.io.images.write_png` writes one PNG frame atomically.
 """
 from __future__ import annotations
 
@@ -20,14 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from zsm_tf.video_io import (
-    _FORMAT_OF_EXT,
-    MediaError,
-    StreamCopier,
-    _ff_msg,
-    add_video_stream,
-    rgb_to_video_frame,
-)
+from zsm_tf.io.audio import StreamCopier
+from zsm_tf.io.colour import rgb_to_video_frame
+from zsm_tf.io.formats import MediaError, ff_msg
+from zsm_tf.io.writers import add_video_stream
 
 SEGMENT_EXT = ".mp4"
 
@@ -69,7 +65,7 @@ class SegmentEncoder:
       width, height: frame size (output pixels).
       rate: nominal frame rate (for the encoder's rate control).
       time_base: of the timestamps given to :meth:`write`.
-      crf: quality; colour: tags and matrix (:class:`zsm_tf.video_io.StreamScan`.colour).
+      crf: quality; colour: tags and matrix (:class:`zsm_tf.io.StreamScan`.colour).
     """
 
     def __init__(self, path, out_format, width, height, rate, time_base, crf=18, colour=None):
@@ -85,7 +81,7 @@ class SegmentEncoder:
             self.vs = add_video_stream(self.out, out_format, width, height, Fraction(rate),
                                        time_base=self.time_base, crf=crf, colour=colour)
         except av.error.FFmpegError as e:
-            raise MediaError(f"{self.path}: cannot write video ({_ff_msg(e)})") from None
+            raise MediaError(f"{self.path}: cannot write video ({ff_msg(e)})") from None
 
     def write(self, frame: np.ndarray, pts: int) -> None:
         """``frame``: uint8 ``[H, W, 3]`` RGB; ``pts``: its time in ``time_base`` units from the
@@ -98,7 +94,7 @@ class SegmentEncoder:
         try:
             self.out.mux(self.vs.encode(vf))
         except av.error.FFmpegError as e:
-            raise MediaError(f"{self.path}: cannot write video ({_ff_msg(e)})") from None
+            raise MediaError(f"{self.path}: cannot write video ({ff_msg(e)})") from None
         self.count += 1
 
     def finish(self) -> int:
@@ -163,7 +159,7 @@ def join_segments(segments: Sequence[tuple], dest, out_format: str, rotation: in
         out.close()
         out = None
     except av.error.FFmpegError as e:
-        raise MediaError(f"{dest}: cannot write video ({_ff_msg(e)})") from None
+        raise MediaError(f"{dest}: cannot write video ({ff_msg(e)})") from None
     finally:
         for c in ins:
             c.close()
@@ -173,20 +169,3 @@ def join_segments(segments: Sequence[tuple], dest, out_format: str, rotation: in
             except Exception:
                 pass
     return notes
-
-
-def write_png(path, frame: np.ndarray, compress_level: int = 3) -> None:
-    """One PNG, written under a temporary name then renamed (never half-written)."""
-    from PIL import Image
-
-    path = Path(path)
-    tmp = path.with_name("." + path.name + ".part")
-    try:
-        Image.fromarray(np.ascontiguousarray(frame)).save(tmp, format="PNG", compress_level=compress_level)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise MediaError(f"{path.parent}: cannot write frame {path.name} ({e.strerror or e})") from None
-
-
-def container_format(path) -> str:
-    return _FORMAT_OF_EXT[Path(path).suffix.lower()]

@@ -1,18 +1,19 @@
 """Import of the authors' published weights (PyTorch ``LunaTokis`` state_dict).
 
 ``load_official_state_dict(model, state_dict)`` copies every tensor into a :class:`ZoomingSlowMo`
-(conv weights OIHW -> HWIO). ``zsm-tf convert-weights IN OUT.weights.h5`` does it from a file:
+(conv weights OIHW -> HWIO); :func:`convert_file` does it from a file (the library behind
+``zsm-tf convert-weights IN OUT.weights.h5``):
 ``.pth``/``.pt`` (needs torch: ``pip install zsm-tf[convert]``) or ``.npz`` (name -> array).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
+
+from zsm_tf.errors import one_line
 
 
 class StateDictMismatchError(ValueError):
@@ -120,7 +121,7 @@ def read_state_dict(path):
                 sd = {k: data[k] for k in data.files}
         except Exception as e:   # zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error...
             raise CheckpointReadError(f"cannot read {path}: truncated or not an .npz of arrays "
-                                      f"({_one_line(e)})") from None
+                                      f"({one_line(e, 400)})") from None
         if any(k.startswith("sd/") for k in sd):  # the golden vectors' layout
             sd = {k[3:]: v for k, v in sd.items() if k.startswith("sd/")}
         return sd
@@ -134,18 +135,13 @@ def read_state_dict(path):
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:   # RuntimeError, EOFError, UnpicklingError...
             raise CheckpointReadError(f"cannot read {path}: truncated or not a PyTorch checkpoint "
-                                      f"({_one_line(e)})") from None
+                                      f"({one_line(e, 400)})") from None
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
         if not isinstance(sd, dict):
             raise CheckpointReadError(f"{path} holds a {type(sd).__name__}, not a state_dict")
         return {k: _to_numpy(v) for k, v in sd.items()}
     raise ValueError(f"unsupported checkpoint format (want .pth, .pt or .npz): {path}")
-
-
-def _one_line(e) -> str:
-    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return msg[:400] or type(e).__name__
 
 
 class ConfigClashError(ValueError):
@@ -201,35 +197,3 @@ def convert_file(src, dst, deform_impl="gather"):
         json.dump(model.get_config(), f, indent=1)
     os.replace(tmp, config_path)
     return model
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="zsm-tf convert-weights",
-        description="Convert the authors' Zooming Slow-Mo checkpoint (xiang2020zooming.pth or an "
-                    ".npz of name -> array) to a Keras .weights.h5 file.")
-    parser.add_argument("src", help="the authors' checkpoint: .pth/.pt (needs torch) or .npz")
-    parser.add_argument("dst", help="output .weights.h5 (model_config.json is written beside it; "
-                                    "refused if one there describes another model)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's log")
-    args = parser.parse_args(argv)
-    if args.debug:
-        os.environ["ZSM_TF_DEBUG"] = "1"
-    try:
-        from zsm_tf.quiet import quiet_tf
-
-        quiet_tf()
-        model = convert_file(args.src, args.dst)
-    except FileNotFoundError as e:
-        print(f"zsm-tf convert-weights: error: {e}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError, RuntimeError) as e:
-        if args.debug:
-            raise
-        msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        msg = f"{e.filename}: {msg}" if getattr(e, "filename", None) else msg
-        print(f"zsm-tf convert-weights: error: {_one_line(msg)}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.dst} ({model.count_params():,} parameters; config "
-          f"{json.dumps({k: model.get_config()[k] for k in ('nf', 'groups', 'front_rbs', 'back_rbs')})})")
-    return 0

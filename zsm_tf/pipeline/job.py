@@ -1,5 +1,5 @@
-"""The parts of ``zsm-tf upscale`` around the model: what the input holds, where the output
-goes, and how a run is made resumable (:mod:`zsm_tf.resume`).
+"""The parts of a video job (:mod:`zsm_tf.pipeline.video`) around the model: what the input holds, where the output
+goes, and how a run is made resumable (:mod:`zsm_tf.pipeline.resume`).
 
 * :func:`inspect_input` decodes a video once, before any work: exact frame count, timestamps,
   rotation, colour tags, and where the stream is damaged (see :meth:`VideoSource.scan`).
@@ -19,11 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from zsm_tf import video_io as vio
-from zsm_tf.resume import MANIFEST_VERSION, input_identity, sha256_file
-
-# flags that do not change the output (they may differ between a run and its resumption)
-NOT_JOB_FLAGS = {"input", "output", "quiet", "overwrite", "no_resume", "strict", "debug"}
+from zsm_tf import io as vio
+from zsm_tf.pipeline.resume import MANIFEST_VERSION, input_identity, sha256_file
 
 
 class Terminated(KeyboardInterrupt):
@@ -102,20 +99,20 @@ def weights_identity(weights_path) -> Optional[dict]:
     return {"file": str(p.resolve()), "sha256": sha256_file(p)}
 
 
-def job_record(args, num_frames: int, window: int, segment_frames: int, model=None,
-               weights_path=None) -> dict:
-    """What a rerun must match to resume: input, weights, model, flags, frames, window."""
+def job_record(input, output, flags: dict, num_frames: int, window: int, segment_frames: int,
+               model=None, weights_path=None) -> dict:
+    """What a rerun must match to resume: input, weights, model, ``flags`` (the options that
+    change the output), frames, window."""
     config = None
     if hasattr(model, "get_config"):
         try:
             config = model.get_config()
         except Exception:
             config = None
-    flags = {k: (None if v is None else str(v)) for k, v in sorted(vars(args).items())
-             if k not in NOT_JOB_FLAGS and not k.startswith("_")}
+    flags = {k: (None if v is None else str(v)) for k, v in sorted(flags.items())}
     from zsm_tf import __version__
 
-    return {"version": MANIFEST_VERSION, "zsm_tf": __version__, "input": input_identity(args.input),
+    return {"version": MANIFEST_VERSION, "zsm_tf": __version__, "input": input_identity(input),
             "weights": weights_identity(weights_path), "model": config, "flags": flags,
             "frames": num_frames, "window": window, "segment_frames": segment_frames,
-            "output": "video" if vio.is_video_path(args.output) else "png"}
+            "output": "video" if vio.is_video_path(output) else "png"}

@@ -5,8 +5,10 @@ install works and how fast the model runs on this machine.
 """
 from __future__ import annotations
 
-import argparse
+import sys
 import time
+
+from zsm_tf.commands.common import add_debug_arg, parser_for, run_command
 
 
 def moving_pattern(n, h, w, seed=0):
@@ -26,15 +28,22 @@ def moving_pattern(n, h, w, seed=0):
     return np.stack(frames)[None].astype(np.float32)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="zsm-tf demo", description=__doc__.splitlines()[0])
+PROG = "zsm-tf demo"
+
+
+def build_parser():
+    parser = parser_for(PROG, __doc__)
     parser.add_argument("--frames", type=int, default=4, help="input frames N (default 4)")
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=112)
     parser.add_argument("--runs", type=int, default=2, help="timed runs after a warm-up")
     parser.add_argument("--weights", help="a .weights.h5 of the default-size model")
     parser.add_argument("--deform-impl", default="auto", choices=["auto", "gather", "custom_op"])
-    args = parser.parse_args(argv)
+    add_debug_arg(parser)
+    return parser
+
+
+def run(args) -> int:
 
     import numpy as np
     import tensorflow as tf
@@ -60,3 +69,11 @@ def main(argv=None):
     print(f"forward: {np.median(times):.2f} s (median of {len(times)}; "
           f"{np.median(times) / out.shape[1]:.2f} s per output frame)")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_command(PROG, build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

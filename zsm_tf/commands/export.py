@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 
+from zsm_tf.commands.common import add_debug_arg, run_command
 from zsm_tf.loading import DEFAULT_RUN_DIR, ModelLoadError, load_source, resolve_source
 from zsm_tf.serving.checks import ExportError
 from zsm_tf.serving.saved_model import DEFAULT_OUTPUT_DIR, dir_size, export_model
@@ -50,17 +51,22 @@ def _positive_int(text):
     return value
 
 
-def build_parser(prog="export.py"):
+PROG = "export.py"
+
+
+def build_parser(prog=PROG):
     p = argparse.ArgumentParser(
         prog=prog,
         description="Export a trained Zooming Slow-Mo model as a SavedModel for stock TensorFlow "
                     "Serving: OUTPUT_DIR/<version>/ with signatures 'serving_default' (uint8 "
                     "frames [batch, N, H, W, 3] -> [batch, 2N-1, 4H, 4W, 3]) and 'predict_float' "
                     "(float32 in [0, 1]).")
-    p.add_argument("--checkpoint", default=None, metavar="PATH",
+    p.add_argument("--weights", "--checkpoint", dest="checkpoint", default=None, metavar="PATH",
                    help="training output dir (its latest checkpoint, else final.weights.h5), a "
                         "checkpoint prefix, a .weights.h5 (with model_config.json beside it) or a "
                         f".keras file (default: {DEFAULT_RUN_DIR}, train.py's default output)")
+    p.add_argument("--config", help="JSON of ZoomingSlowMo arguments (default: model_config.json "
+                                    "found with the weights)")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR",
                    help=f"TF Serving base path of the model (default: {DEFAULT_OUTPUT_DIR})")
     p.add_argument("--version", type=_positive_int, default=None, metavar="V",
@@ -73,41 +79,38 @@ def build_parser(prog="export.py"):
                         "(default: 3x64x64; 'none': no warmup file)")
     p.add_argument("--no-check", action="store_true",
                    help="skip loading the export and running the warmup requests before publishing")
+    add_debug_arg(p)
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    prog = "export.py"
+def run(args) -> int:
+    prog = PROG
     t0 = time.perf_counter()
-    try:
-        if args.checkpoint is None and not os.path.exists(DEFAULT_RUN_DIR):
-            raise ModelLoadError(f"no training run at {DEFAULT_RUN_DIR} (train.py's default output "
-                                 f"dir, relative to {os.getcwd()}): pass --checkpoint PATH")
-        source = resolve_source(DEFAULT_RUN_DIR if args.checkpoint is None else args.checkpoint)
-        out_dir = os.path.abspath(args.output_dir)
-        if args.version is not None and os.path.exists(os.path.join(out_dir, str(args.version))):
-            raise ExportError(f"version {args.version} already exists: "
-                              f"{os.path.join(out_dir, str(args.version))} (exports never "
-                              f"overwrite; pick another --version or leave it out)")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            model, source = load_source(source, deform_impl="gather", return_source=True)
-        for w in caught:
-            if issubclass(w.category, RuntimeWarning):
-                print(f"{prog}: warning: {w.message}", file=sys.stderr)
-        path = export_model(model, out_dir, version=args.version, model_name=args.model_name,
-                            warmup_shapes=args.warmup_shapes, check=not args.no_check)
-    except (ModelLoadError, ExportError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing written", file=sys.stderr)
-        return 130
+    if args.checkpoint is None and not os.path.exists(DEFAULT_RUN_DIR):
+        raise ModelLoadError(f"no training run at {DEFAULT_RUN_DIR} (train.py's default output "
+                             f"dir, relative to {os.getcwd()}): pass --weights PATH")
+    source = resolve_source(DEFAULT_RUN_DIR if args.checkpoint is None else args.checkpoint, args.config)
+    out_dir = os.path.abspath(args.output_dir)
+    if args.version is not None and os.path.exists(os.path.join(out_dir, str(args.version))):
+        raise ExportError(f"version {args.version} already exists: "
+                          f"{os.path.join(out_dir, str(args.version))} (exports never "
+                          f"overwrite; pick another --version or leave it out)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        model, source = load_source(source, deform_impl="gather", return_source=True)
+    for w in caught:
+        if issubclass(w.category, RuntimeWarning):
+            print(f"{prog}: warning: {w.message}", file=sys.stderr)
+    path = export_model(model, out_dir, version=args.version, model_name=args.model_name,
+                        warmup_shapes=args.warmup_shapes, check=not args.no_check)
     print(f"exported {source.describe()} -> {path} ({dir_size(path) / 2**20:.1f} MiB, "
           f"{time.perf_counter() - t0:.1f} s); signatures {SIGNATURE_UINT8!r} (uint8) and "
           f"{SIGNATURE_FLOAT!r} (float32), input and output {INPUT_KEY!r}")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_command(PROG, build_parser(), run, argv, interrupt_hint=lambda args: "nothing written")
 
 
 if __name__ == "__main__":

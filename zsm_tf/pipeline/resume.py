@@ -1,7 +1,7 @@
 """Resumable output: an upscale that is killed (Ctrl-C, SIGTERM, kill -9, a crash, a power cut)
 continues where it stopped when the same command is run again.
 
-The output is produced in **segments** of consecutive output frames (:mod:`zsm_tf.segments`) in a
+The output is produced in **segments** of consecutive output frames (:mod:`zsm_tf.io.segments`) in a
 work folder beside the output, named after it so a rerun finds it: ``.OUT.zsm-work/`` holds the
 finished segments (``seg_00000.mp4``... or, for PNG output, ``frames/``), a ``manifest.json`` and
 a ``lock``. A segment is committed (file fsync'ed and renamed, then the manifest rewritten
@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from zsm_tf.segments import fsync_dir, join_segments, write_png
-from zsm_tf.video_io import MediaError
+from zsm_tf.io import MediaError
+from zsm_tf.io.images import write_png
+from zsm_tf.io.segments import fsync_dir, join_segments
 
 WORK_SUFFIX = ".zsm-work"
 MANIFEST = "manifest.json"

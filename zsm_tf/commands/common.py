@@ -1,0 +1,182 @@
+"""What every command shares: one error wrapper and one argument vocabulary.
+
+:func:`run_command` parses the arguments and runs a command, turning what can go wrong into one
+line ``PROG: error: ...`` and an exit status, never a traceback (``--debug`` or ``ZSM_TF_DEBUG=1``
+shows it):
+
+========================================================  ==========================================
+a problem the user can fix (:data:`USER_ERRORS`: bad      the message; the command's ``status``
+input, model, config, export, argument value)             (1, or 2 for train.py and convert-weights)
+:class:`CommandError`                                     the message; its own status
+Ctrl-C / SIGTERM                                          "interrupted" / "terminated" (+ the
+                                                          exception's ``resume_hint``); 130 / 143
+``MemoryError`` / TF's ``ResourceExhaustedError``         "out of memory" and what to lower; 1
+``OSError``                                               file name and the system's reason; 1
+anything else                                             "unexpected <Type>: <first line>"; 1
+========================================================  ==========================================
+
+The vocabulary (:func:`add_model_args`, :func:`add_output_args`, :func:`add_debug_arg`) names
+each option the same way in every command that has it: ``--weights`` and ``--config`` pick the
+model, ``--window``, ``--tile``, ``--max-memory``, ``--precision`` shape inference, ``--debug``
+shows tracebacks, ``-q`` silences progress.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from zsm_tf.errors import one_line
+from zsm_tf.io.formats import MediaError
+from zsm_tf.loading import CONFIG_NAME, ModelLoadError
+
+
+class CommandError(Exception):
+    """A problem the user can fix, with the exit status to end on (default 1)."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
+def user_errors():
+    """The exception types whose message is the whole story for a user (one line each)."""
+    checks = sys.modules.get("zsm_tf.serving.checks")   # not imported: none raised (and no TF import)
+    return (MediaError, ModelLoadError, ValueError) + ((checks.ExportError,) if checks else ())
+
+
+OUT_OF_MEMORY = "out of memory; lower --max-memory (smaller tiles) or use --tile (e.g. --tile 128)"
+
+
+def run_command(prog, parser, run, argv=None, status=1, interrupt_hint=None) -> int:
+    """``run(args)`` with ``args = parser.parse_args(argv)``; returns the exit status.
+
+    ``status``: the exit status of a user error; ``interrupt_hint``: ``args -> str`` appended to
+    the "interrupted" line (e.g. how to resume)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:   # --help (0) or a usage error (2, message printed by argparse)
+        return int(e.code or 0)
+    debug = bool(getattr(args, "debug", False) or os.environ.get("ZSM_TF_DEBUG"))
+    if debug:
+        os.environ["ZSM_TF_DEBUG"] = "1"
+
+    def err(msg):
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+
+    from zsm_tf.pipeline.job import Terminated
+
+    try:
+        return int(run(args) or 0)
+    except CommandError as e:
+        err(e)
+        return e.status
+    except KeyboardInterrupt as e:
+        if debug and not isinstance(e, Terminated):
+            raise
+        hint = getattr(e, "resume_hint", None) or (interrupt_hint(args) if interrupt_hint else None)
+        err(("terminated" if isinstance(e, Terminated) else "interrupted") + (f"; {hint}" if hint else ""))
+        return 143 if isinstance(e, Terminated) else 130
+    except MemoryError:
+        err(OUT_OF_MEMORY)
+    except Exception as e:  # no traceback for the user; --debug shows it
+        if isinstance(e, user_errors()):
+            if debug:
+                raise
+            err(one_line(e, 400))
+            return status
+        if debug:
+            raise
+        if type(e).__name__ == "ResourceExhaustedError":
+            err(OUT_OF_MEMORY)
+        elif isinstance(e, OSError):
+            err(f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}")
+        else:
+            err(f"unexpected {type(e).__name__}: {one_line(e)} (--debug for the traceback)")
+    return 1
+
+
+def parser_for(prog, doc) -> argparse.ArgumentParser:
+    """A parser whose description is ``doc``'s first paragraph and epilog the rest."""
+    parts = (doc or "").strip().split("\n\n")
+    return argparse.ArgumentParser(prog=prog, description=parts[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n\n".join(parts[1:]) or None)
+
+
+def add_debug_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's log")
+
+
+def add_weights_args(p) -> None:
+    p.add_argument("--weights", help="a .weights.h5 file, a .keras file or a training output dir "
+                                     "(default: the shipped zsm_tf/weights/)")
+    p.add_argument("--config", help=f"JSON of ZoomingSlowMo arguments (default: {CONFIG_NAME} beside "
+                                    "the weights, or <name>.json)")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model and how it runs: --weights --config --window --tile --tile-overlap --max-memory
+    --precision --batch --self-ensemble."""
+    g = p.add_argument_group("model")
+    add_weights_args(g)
+    g.add_argument("--window", type=int, help="input frames per model call (default: the window the "
+                                              "weights were trained with, from model_config.json; 4)")
+    g.add_argument("--tile", type=int, help="split frames into SxS tiles (input pixels, multiple of 4) "
+                                            "blended over their overlap (default: chosen from "
+                                            "--max-memory)")
+    g.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels (default tile/4; "
+                                                    "16 for automatic tiles)")
+    g.add_argument("--max-memory", help="memory budget, e.g. 6G or 800M (default: 80%% of the "
+                                        "available memory, at most 5 GiB)")
+    g.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default="auto",
+                   help="compute precision (default auto: bfloat16 where the CPU/GPU has it and the "
+                        "weights' recorded quality cost is at most 0.05 dB, else float32)")
+    g.add_argument("--batch", type=int, default=1, help="tiles (x flips) per model call (default 1)")
+    g.add_argument("--self-ensemble", action="store_true",
+                   help="average the outputs of the 4 flips (4x slower, slightly better)")
+
+
+def check_model_args(args) -> None:
+    if args.window is not None and args.window < 2:
+        raise ValueError(f"--window must be at least 2, got {args.window}")
+    if args.tile is not None and (args.tile < 16 or args.tile % 4):
+        raise ValueError(f"--tile must be a multiple of 4 and at least 16, got {args.tile}")
+    if args.tile_overlap is not None:
+        if args.tile is None:
+            raise ValueError("--tile-overlap needs --tile")
+        if not 0 <= args.tile_overlap < args.tile or args.tile_overlap % 4:
+            raise ValueError(f"--tile-overlap must be a multiple of 4 in [0, tile), got {args.tile_overlap}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+
+
+def weights_path(args):
+    """The weights the command uses: ``--weights`` or the shipped ones."""
+    from zsm_tf.loading import shipped_weights
+
+    return args.weights if getattr(args, "weights", None) else shipped_weights()
+
+
+def build_upscaler(args, model, pipeline=False):
+    """The :class:`~zsm_tf.inference.SpaceTimeUpscaler` that the model options of ``args`` ask for
+    (window, tiles, memory budget and precision default to the weights' recorded settings)."""
+    from zsm_tf.inference import DEFAULT_WINDOW, SpaceTimeUpscaler, trained_settings
+    from zsm_tf.memory import parse_size
+
+    trained = trained_settings(getattr(args, "weights", None), getattr(args, "config", None))
+    window = args.window or int(trained.get("window", DEFAULT_WINDOW))
+    max_memory = getattr(args, "max_memory", None)
+    return SpaceTimeUpscaler(model, window=window, tile=args.tile or "auto", overlap=args.tile_overlap,
+                             self_ensemble=args.self_ensemble, batch=args.batch,
+                             precision=getattr(args, "precision", "float32"),
+                             bf16_cost_db=trained.get("bf16_psnr_cost_db"),
+                             max_memory=parse_size(max_memory) if max_memory else None,
+                             pipeline=pipeline)
+
+
+def quiet_tf() -> None:
+    """Imports TensorFlow without its start-up log lines (see :mod:`zsm_tf.quiet`)."""
+    from zsm_tf.quiet import quiet_tf as _quiet
+
+    _quiet()

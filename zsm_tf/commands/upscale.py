@@ -1,0 +1,113 @@
+"""zsm-tf upscale INPUT OUTPUT: 4x width and height, 2x frame rate, streamed.
+
+INPUT is a video (anything FFmpeg reads) or a folder of images (sorted by name). OUTPUT is a
+video file (H.264 yuv420p; by extension .mp4 .m4v .mov .mkv .avi, or VP9 .webm) or, without a
+video extension (or ending in /), a folder of PNG frames. K input frames give 2K-1 output frames.
+
+--fps-mode double (default) doubles the frame rate, so the duration is kept and the input's
+audio track is copied; slowmo keeps the input rate (2x slow motion, audio dropped).
+
+Interrupted runs resume: progress is committed every --segment-frames output frames in
+.OUTPUT.zsm-work/ beside the output; rerun the same command after Ctrl-C, SIGTERM, kill -9 or a
+crash to continue (--no-resume starts afresh). Frames keep their input timestamps (new frames
+midway); rotation, colour tags and audio/subtitle languages are kept. An existing output needs
+--overwrite. A stream damaged part-way: the frames before the damage are written, then exit 1
+(--strict: refuse before any work).
+
+Weights: --weights FILE.weights.h5 (from 'zsm-tf convert-weights' or training; also a .keras
+file or a training output dir), its architecture from --config or model_config.json (or
+<name>.json) beside it; without --weights the shipped zsm_tf/weights/ are used.
+
+Memory is bounded by --max-memory (default: 80% of the available memory, at most 5 GiB): big
+frames are cut into tiles chosen to fit it (--tile S overrides), and a job that cannot fit stops
+with one line before it starts. --window defaults to the window the weights were trained with
+(model_config.json; 4 for train.py's and the authors' 7-frame clips).
+"""
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+
+from zsm_tf.commands.common import (
+    add_debug_arg,
+    add_model_args,
+    build_upscaler,
+    check_model_args,
+    parser_for,
+    quiet_tf,
+    run_command,
+    weights_path,
+)
+from zsm_tf.loading import load_model
+
+PROG = "zsm-tf upscale"
+# options that do not change the output (they may differ between a run and its resumption)
+NOT_JOB_FLAGS = {"input", "output", "quiet", "overwrite", "no_resume", "strict", "debug"}
+
+
+def build_parser():
+    from zsm_tf.pipeline.resume import DEFAULT_SEGMENT_FRAMES
+
+    p = parser_for(PROG, __doc__)
+    p.add_argument("input", help="video file or folder of images")
+    p.add_argument("output", help="video file (.mp4 .mkv .mov .avi .m4v .webm) or folder for PNG frames")
+    p.add_argument("--fps-mode", choices=("double", "slowmo"), default="double",
+                   help="double: 2x frame rate, same duration, audio kept (default); "
+                        "slowmo: same frame rate, 2x slow motion, no audio")
+    p.add_argument("--fps", type=Fraction, help="input frame rate for an image folder (default 25), "
+                                                "or to override a video's")
+    p.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF, lower is better; default 18)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    add_model_args(p)
+    g = p.add_argument_group("output, resume and errors")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file, or a non-empty output folder (whole)")
+    g.add_argument("--no-resume", action="store_true",
+                   help="discard the progress of an earlier interrupted run of this output")
+    g.add_argument("--segment-frames", type=int, default=DEFAULT_SEGMENT_FRAMES, metavar="N",
+                   help=f"commit progress about every N output frames, rounded up to whole windows "
+                        f"(default {DEFAULT_SEGMENT_FRAMES})")
+    g.add_argument("--strict", action="store_true",
+                   help="refuse a damaged input stream (default: upscale the frames before the "
+                        "damage, then exit with an error naming the frame)")
+    add_debug_arg(g)
+    return p
+
+
+def run(args) -> int:
+    from zsm_tf.pipeline.video import VideoJob
+
+    check_model_args(args)
+
+    def note(msg):
+        if not args.quiet:
+            print(f"{PROG}: note: {msg}", file=sys.stderr)
+
+    with VideoJob(args.input, args.output, fps=args.fps, fps_mode=args.fps_mode, crf=args.crf,
+                  overwrite=args.overwrite, strict=args.strict, resume=not args.no_resume,
+                  segment_frames=args.segment_frames, progress=not args.quiet, note=note) as job:
+        note("loading the model (the first run also compiles the deformable-convolution op)")
+        quiet_tf()
+        weights = weights_path(args)
+        model = load_model(weights, config=args.config)
+        upscaler = build_upscaler(args, model, pipeline=True)
+        flags = {k: v for k, v in vars(args).items() if k not in NOT_JOB_FLAGS and not k.startswith("_")}
+        res = job.run(upscaler, flags=flags, model=model, weights_path=weights)
+    if not args.quiet:
+        what = "video" if res.video else "PNG frames"
+        rate = f"{float(res.rate):.3f} fps" + ("" if res.cfr else " nominal, variable")
+        print(f"wrote {res.output}: {res.frames} frames {res.width}x{res.height} at {rate} ({what}"
+              f"{', audio copied' if res.audio else ''})", file=sys.stderr)
+    if res.damage:
+        print(f"{PROG}: error: {res.damage}; wrote {res.output} from the {job.num_inputs} frames "
+              f"before it ({res.frames} output frames)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_command(PROG, build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
