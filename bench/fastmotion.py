@@ -43,7 +43,7 @@ SYNTH = {
 
 
 @lru_cache(maxsize=2)
-def canvas(videos, cols=4, rows=4, tile=(640, 360)):
+def canvas(videos, cols=5, rows=4, tile=(640, 360)):
     """uint8 [rows*360, cols*640, 3]: a mosaic of real frames (TILES, cycled)."""
     from zsm_tf.video_io import open_source
 
@@ -52,7 +52,7 @@ def canvas(videos, cols=4, rows=4, tile=(640, 360)):
     for i in range(rows * cols):
         name, start = TILES[i % len(TILES)]
         with open_source(Path(videos) / name) as src:
-            f = next(islice(iter(src), start + 37 * (i // len(TILES)), None))
+            f = next(islice(iter(src), start + 7 * (i // len(TILES)), None))
         y0, x0 = (f.shape[0] - th) // 2, (f.shape[1] - tw) // 2
         r, c = divmod(i, cols)
         out[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = f[y0:y0 + th, x0:x0 + tw]
