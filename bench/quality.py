@@ -17,7 +17,9 @@ Methods:
     python bench/quality.py [--clips again.mkv bottle-detection.mp4@500 ...] [--frames 41]
                             [--weights W] [--methods blend,ffmpeg,motion,model] [--crop 320x240]
 
-A clip is ``NAME[@START]`` in ``--videos`` (default ../shared/videos); default: HELD_OUT + FAST.
+A clip is ``NAME[@START]`` in ``--videos`` (default ../shared/videos), or ``synth/NAME[@WxH]``: a
+fast camera pan / zoom / moving object made on the fly from real frames (bench/fastmotion.py, not
+seen in training; ``--crop`` does not apply). Default: HELD_OUT + FAST.
 README's table: ``--frames 21 --crop 320x240`` (CPU time).
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's zsm_tf, not an installed one
+sys.path.insert(0, str(ROOT / "bench"))
 DEFAULT_VIDEOS = ROOT.parent / "shared" / "videos"
 # never seen by the shipped weights' training (configs/shipped.yaml)
 HELD_OUT = ("again.mkv", "night.mkv", "thanks.mkv", "yes.mkv", "realshort.mp4")
@@ -54,6 +57,10 @@ def read_clip(videos, spec, frames, crop=None):
     from zsm_tf.evaluation import mod_crop
     from zsm_tf.io import open_source
 
+    if spec.startswith("synth/"):  # a fast-motion clip made on the fly (bench/fastmotion.py)
+        from fastmotion import read_synth
+
+        return [mod_crop(f) for f in read_synth(videos, spec, frames)]
     name, _, start = spec.partition("@")
     with open_source(Path(videos) / name) as src:
         hr = list(islice(iter(src), int(start or 0), int(start or 0) + frames))

@@ -61,6 +61,62 @@ def test_symmetric_flow_finds_translations_and_their_midpoint(motion):
     assert err_mc < 0.2 * err_blend, (err_mc, err_blend)
 
 
+@pytest.mark.parametrize("motion,size", [((24.0, -10.0), 96), ((44.0, 18.0), 176)])
+def test_symmetric_flow_finds_large_motion(motion, size):
+    """Fast motion (12 and 22 px of ``d`` at LR): the pyramid grows with the frame (a 176 px frame
+    gets a 4th level, 3 levels reach only 15 px), the field is right in the interior and the
+    midpoint far better than blending."""
+    n = size + 120   # coarse and fine detail (a single scale aliases at the coarsest level)
+    img = (_texture(n, n, seed=5, freq=0.1) + 0.5 * _texture(n, n, seed=7, freq=0.5)) / 1.5
+    dx, dy = motion
+    f0, f1 = _translated(img, 0, 0, size), _translated(img, dx, dy, size)
+    truth = _translated(img, dx / 2, dy / 2, size)
+    d = flow.symmetric_flow(f0[None], f1[None]).numpy()[0]
+    m = int(max(abs(dx), abs(dy)) / 2) + 6
+    inner = (slice(m, -m), slice(m, -m))
+    err = np.abs(d[inner] - [dx / 2, dy / 2]).max(-1)
+    assert np.median(err) < 0.3 and np.mean(err < 1.0) > 0.7, np.percentile(err, [50, 70, 90])
+    mid = flow.midpoint(f0[None], f1[None], d[None]).numpy()[0]
+    err_mc = np.abs(mid - truth)[inner].mean()
+    err_blend = np.abs(0.5 * (f0 + f1) - truth)[inner].mean()
+    assert err_mc < 0.3 * err_blend, (err_mc, err_blend)
+
+
+def test_midpoint_at_the_border_of_a_pan():
+    """Content entering / leaving the picture: the border strip of the middle frame is seen in one
+    frame only; the field is extrapolated there and the midpoint takes that frame alone."""
+    img = (_texture(160, 160, seed=5, freq=0.1) + 0.5 * _texture(160, 160, seed=7, freq=0.5)) / 1.5
+    f0, f1 = _translated(img, 0, 0, 64), _translated(img, -16, 0, 64)   # content moves left
+    truth = _translated(img, -8, 0, 64)
+    d = flow.symmetric_flow(f0[None], f1[None]).numpy()[0]
+    np.testing.assert_allclose(d[8:-8, :8], np.broadcast_to([-8.0, 0.0], d[8:-8, :8].shape),
+                               atol=0.5)
+    mid = flow.midpoint(f0[None], f1[None], d[None]).numpy()[0]
+    strip = (slice(8, -8), slice(0, 8))    # left: only in f0 (f1 has moved it out of the picture)
+    err_mc = np.abs(mid - truth)[strip].mean()
+    err_blend = np.abs(0.5 * (f0 + f1) - truth)[strip].mean()
+    assert err_mc < 0.15 * err_blend, (err_mc, err_blend)
+
+
+def test_motion_base_beats_blend_on_real_fast_motion(shared_dir):
+    """People walking (10 fps), full 768x432 frames, input x4 smaller (192x108): the motion base's
+    new frame is far closer to the real one than blending (bench/quality.py's protocol)."""
+    from itertools import islice
+
+    from zsm_tf.evaluate import downscale
+    from zsm_tf.inference import to_uint8
+    from zsm_tf.metrics import psnr_y
+    from zsm_tf.video_io import open_source
+
+    with open_source(shared_dir / "videos" / "one-by-one-person-detection.mp4") as src:
+        hr = list(islice(iter(src), 846, 849))
+    lr = np.stack([downscale(hr[0]), downscale(hr[2])])[None] / np.float32(255)
+    base = ZoomingSlowMo.motion_base(tf.constant(lr)).numpy()[0]
+    blend = bicubic_blend(tf.constant(lr)).numpy()[0]
+    psnr_mc, psnr_blend = psnr_y(to_uint8(base[1]), hr[1]), psnr_y(to_uint8(blend[1]), hr[1])
+    assert psnr_mc > psnr_blend + 2.0, (psnr_mc, psnr_blend)
+
+
 def test_still_frames_give_zero_motion():
     img = _texture(40, 48)[None]
     np.testing.assert_array_equal(flow.symmetric_flow(img, img).numpy(), 0.0)

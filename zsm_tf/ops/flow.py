@@ -63,12 +63,38 @@ def warp(images, flow, sign=1.0):
     return bilinear_sample(images, sign * flow[..., 0], sign * flow[..., 1])
 
 
-def _block_cost(a, b, block):
-    """Mean absolute difference over channels, averaged over ``block x block``: [B, H, W]."""
+def _inside(images, d, sign):
+    """How much ``x + sign * d(x)`` lies inside the frame: 1 inside, falling to 0 one pixel
+    beyond the border (sampling clamps there, so a sample outside is not evidence): [B, H, W]."""
+    shape = tf.shape(images)
+    h, w = tf.cast(shape[1], d.dtype), tf.cast(shape[2], d.dtype)
+    ys = tf.cast(tf.range(shape[1]), d.dtype)[None, :, None]
+    xs = tf.cast(tf.range(shape[2]), d.dtype)[None, None, :]
+    x = xs + sign * d[..., 0]
+    y = ys + sign * d[..., 1]
+    out = tf.nn.relu(-x) + tf.nn.relu(x - (w - 1)) + tf.nn.relu(-y) + tf.nn.relu(y - (h - 1))
+    return tf.nn.relu(1.0 - out)
+
+
+# a candidate whose block has (almost) no pixel matched inside both frames costs this: ties keep
+# the first candidate, the estimate of the level above (the field is extrapolated to the border)
+_UNSEEN = 1e3
+
+
+def _block_cost(a, b, block, valid=None):
+    """Mean absolute difference over channels, averaged over ``block x block``: [B, H, W].
+
+    ``valid`` [B, H, W]: weight of each pixel (both samples inside the frames); the average is
+    over the valid part of the block, plus a small cost for the part that is not."""
     diff = tf.reduce_mean(tf.abs(a - b), axis=-1, keepdims=True)
-    if block > 1:
-        diff = tf.nn.avg_pool2d(diff, block, 1, "SAME")
-    return diff[..., 0]
+    if valid is None:
+        if block > 1:
+            diff = tf.nn.avg_pool2d(diff, block, 1, "SAME")
+        return diff[..., 0]
+    v = valid[..., None]
+    pooled = tf.nn.avg_pool2d(tf.concat([diff * v, v], -1), block, 1, "SAME")
+    num, den = pooled[..., 0], pooled[..., 1]
+    return tf.where(den > 0.05, tf.math.divide_no_nan(num, den) + 0.05 * (1.0 - den), _UNSEEN)
 
 
 def _refine(f0, f1, d, deltas, block, penalty):
@@ -83,9 +109,11 @@ def _refine(f0, f1, d, deltas, block, penalty):
     cand = d[None] + table[:, None, None, None, :]             # [K, B, H, W, 2]
     flat = tf.reshape(cand, [k * b, h, w, 2])
     tile = [k, 1, 1, 1]
-    cost = _block_cost(warp(tf.tile(f0, tile), flat, -1.0), warp(tf.tile(f1, tile), flat, 1.0),
-                       block)
-    cost = tf.reshape(cost, [k, b, h, w]) + penalty * tf.reduce_sum(tf.abs(cand), axis=-1)
+    a0, a1 = tf.tile(f0, tile), tf.tile(f1, tile)
+    valid = _inside(a0, flat, -1.0) * _inside(a1, flat, 1.0)
+    cost = _block_cost(warp(a0, flat, -1.0), warp(a1, flat, 1.0), block, valid)
+    cost = tf.reshape(cost, [k, b, h, w])
+    cost = tf.where(cost < _UNSEEN, cost + penalty * tf.reduce_sum(tf.abs(cand), axis=-1), cost)
     costs = tf.transpose(cost, [1, 2, 3, 0])
     best = tf.argmin(costs, axis=-1, output_type=tf.int32)
     return d + tf.gather(table, best), costs
@@ -108,21 +136,43 @@ def _subpixel(f0, f1, d, step, block, penalty):
 
 
 def _grid(radius, step):
+    """Candidate offsets within ``radius`` in steps of ``step``, (0, 0) first (wins ties)."""
     n = int(round(radius / step))
     vals = [i * step for i in range(-n, n + 1)]
-    return [(x, y) for y, x in itertools.product(vals, vals)]
+    grid = [(x, y) for y, x in itertools.product(vals, vals)]
+    return [(0.0, 0.0)] + [g for g in grid if g != (0.0, 0.0)]
 
 
-def symmetric_flow(f0, f1, levels=3, coarse_radius=3.0, coarse_step=1.0, radius=1.0, step=0.5,
-                   block=11, penalty=1e-2):
+def _median3(d):
+    """3x3 median of each component of a field [B, H, W, 2] (edges replicated): removes isolated
+    wrong vectors (repetitive texture, flat areas) before they are refined at the next level.
+    A 19-exchange median-of-9 network of elementwise min/max (cheaper than sorting)."""
+    shape = tf.shape(d)
+    h, w = shape[1], shape[2]
+    p = tf.pad(d, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    v = [p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]
+    for i, j in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+                 (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)):
+        v[i], v[j] = tf.minimum(v[i], v[j]), tf.maximum(v[i], v[j])
+    return v[4]
+
+
+def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=1.0, step=0.5,
+                   block=11, penalty=1e-2, min_size=20, median=True, last_radius=0.5):
     """Half the motion from ``f0`` to ``f1``, per pixel of the frame between them.
 
     f0, f1 ``[B, H, W, C]`` in [0, 1] -> d ``[B, H, W, 2]`` (dx, dy) with
-    ``f0(x - d) ~= f1(x + d)``; the motion f0 -> f1 is ``2 d``. ``levels`` pyramid levels
-    (x2 average pooling each); at the coarsest level candidates cover ``coarse_radius`` pixels
-    (of that level) in steps of ``coarse_step``, at the others ``radius`` in steps of ``step``
-    (the default reaches 15 pixels of ``d``, 30 of motion); ``block``: side of the
-    matching block; ``penalty``: cost per pixel of displacement (keeps flat areas still).
+    ``f0(x - d) ~= f1(x + d)``; the motion f0 -> f1 is ``2 d``. Up to ``levels`` pyramid levels
+    (x2 average pooling each): the first three always, each further one only while its shorter
+    side keeps ``min_size`` pixels (decided in the graph, so a SavedModel with unknown frame size
+    does the same), so the search reaches further on larger frames. At the coarsest level used,
+    candidates cover ``coarse_radius`` pixels (of that level) in steps of ``coarse_step``, at the
+    others ``radius`` in steps of ``step`` (3 levels reach 15 pixels of ``d``, 4 levels 31), at
+    full size ``last_radius`` (the costliest level: only the rounding of the level above);
+    ``block``: side of the matching block; ``penalty``: cost per pixel of displacement (keeps
+    flat areas still); ``median``: 3x3 median filter of the field after each level.
+    Samples outside a frame do not count in a block's cost, and a pixel with no candidate seen
+    inside both frames keeps the estimate of the level above (extrapolated to the border).
     """
     f0 = tf.convert_to_tensor(f0)
     f1 = tf.convert_to_tensor(f1, f0.dtype)
@@ -130,17 +180,39 @@ def symmetric_flow(f0, f1, levels=3, coarse_radius=3.0, coarse_step=1.0, radius=
     for _ in range(levels - 1):
         a, b = pyr[-1]
         pyr.append((tf.nn.avg_pool2d(a, 2, 2, "SAME"), tf.nn.avg_pool2d(b, 2, 2, "SAME")))
+    short = tf.minimum(tf.shape(f0)[1], tf.shape(f0)[2])
+    coarse, fine = _grid(coarse_radius, coarse_step), _grid(radius, step)
     d = None
     for level in range(levels - 1, -1, -1):
         a, b = pyr[level]
         shape = tf.shape(a)
-        if d is None:
-            d = tf.zeros(tf.concat([shape[:3], [2]], 0), a.dtype)
-            deltas = _grid(coarse_radius, coarse_step)
+        zero = tf.zeros(tf.concat([shape[:3], [2]], 0), a.dtype)
+        if level >= 3:    # optional level: used (from zero) only if the frame is large enough
+            use = short >= min_size * 2 ** level
+            start = zero if d is None else 2.0 * tf.image.resize(d, shape[1:3], method="bilinear")
+            if d is None:
+                d, _ = _refine(a, b, zero, coarse, block, penalty)
+            else:
+                # a larger level above: refine its estimate; else search this level from zero
+                d_fine, _ = _refine(a, b, start, fine, block, penalty)
+                d_coarse, _ = _refine(a, b, zero, coarse, block, penalty)
+                used_above = short >= min_size * 2 ** (level + 1)
+                d = tf.where(used_above, d_fine, d_coarse)
+            d = tf.where(use, d, zero)
+        elif d is None:
+            d, _ = _refine(a, b, zero, coarse, block, penalty)
         else:
-            d = 2.0 * tf.image.resize(d, shape[1:3], method="bilinear")
-            deltas = _grid(radius, step)
-        d, _ = _refine(a, b, d, deltas, block, penalty)
+            start = 2.0 * tf.image.resize(d, shape[1:3], method="bilinear")
+            if level == 2:    # from zero when no optional level above was used
+                used_above = short >= min_size * 2 ** (level + 1)
+                d_fine, _ = _refine(a, b, start, fine, block, penalty)
+                d_coarse, _ = _refine(a, b, zero, coarse, block, penalty)
+                d = tf.where(used_above, d_fine, d_coarse)
+            else:
+                d, _ = _refine(a, b, start, fine if level else _grid(last_radius, step), block,
+                               penalty)
+        if median:
+            d = _median3(d)
     return _subpixel(f0, f1, d, step, block, penalty)
 
 
@@ -154,4 +226,10 @@ def upscale_flow(d, scale):
 def midpoint(f0, f1, d):
     """The frame between ``f0`` and ``f1`` given their symmetric displacement ``d``
     (all ``[B, H, W, C]`` / ``[B, H, W, 2]`` at one resolution)."""
-    return 0.5 * (warp(f0, d, -1.0) + warp(f1, d, 1.0))
+    w0 = _inside(f0, d, -1.0)[..., None]
+    w1 = _inside(f1, d, 1.0)[..., None]
+    # where one side's sample falls outside its frame (content entering or leaving the picture),
+    # the other side alone; the plain average where both (or neither) are inside
+    w0, w1 = w0 + 1e-3, w1 + 1e-3
+    w0 = tf.cast(w0 / (w0 + w1), f0.dtype)
+    return w0 * warp(f0, d, -1.0) + (1 - w0) * warp(f1, d, 1.0)
