@@ -45,7 +45,7 @@ SYNTH = {
 @lru_cache(maxsize=2)
 def canvas(videos, cols=5, rows=4, tile=(640, 360)):
     """uint8 [rows*360, cols*640, 3]: a mosaic of real frames (TILES, cycled)."""
-    from zsm_tf.video_io import open_source
+    from zsm_tf.io import open_source
 
     tw, th = tile
     out = np.zeros((rows * th, cols * tw, 3), np.uint8)
