@@ -19,7 +19,7 @@ HELD_OUT = ("again.mkv", "night.mkv", "thanks.mkv", "yes.mkv", "realshort.mp4")
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 
 
-def heldout_scores(model, videos=DEFAULT_VIDEOS, frames=13, window=7, clips=HELD_OUT,
+def heldout_scores(model, videos=DEFAULT_VIDEOS, frames=13, window=4, clips=HELD_OUT,
                    precision="float32"):
     """[(clip name, evaluate_clip result)] and their average, for the first ``frames`` frames."""
     from zsm_tf.evaluation import average_of, evaluate_clip, mod_crop
@@ -41,7 +41,8 @@ def main():
     parser.add_argument("--weights", help="a .weights.h5 or a training run dir (default: the "
                                           "shipped weights)")
     parser.add_argument("--videos", default=str(DEFAULT_VIDEOS))
-    parser.add_argument("--window", type=int, default=7, help="input frames per model call (default 7)")
+    parser.add_argument("--window", type=int, default=4,
+                        help="input frames per model call (default 4: the training window, as zsm-tf upscale)")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--json", help="also write the per-clip numbers to this file")
     args = parser.parse_args()

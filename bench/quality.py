@@ -12,7 +12,8 @@ Methods:
                  is on PATH; ``--ffmpeg-order scale-first`` scales first, as in issue 14);
   motion base    bicubic x4, new frames motion-compensated (zsm_tf.ops.flow): the untrained base of
                  ``ZoomingSlowMo(residual="motion")``;
-  model          the model (default: the shipped weights) through SpaceTimeUpscaler (window 7).
+  model          the model (default: the shipped weights) through SpaceTimeUpscaler with the
+                 window the weights were trained with (model_config.json; 4), as `zsm-tf upscale`.
 
     python bench/quality.py [--clips again.mkv bottle-detection.mp4@500 ...] [--frames 41]
                             [--weights W] [--methods blend,ffmpeg,motion,model] [--crop 320x240]
@@ -132,10 +133,13 @@ def scores(outputs, hr):
     return {"all": tuple(a.mean(0)), "kept": tuple(a[0::2].mean(0)), "new": tuple(a[1::2].mean(0))}
 
 
-def evaluate(hr, methods, model=None, ffmpeg_order="interpolate-first"):
-    """{method: scores} for one clip's HR frames (None for ffmpeg without a binary)."""
+def evaluate(hr, methods, model=None, ffmpeg_order="interpolate-first", window=None):
+    """{method: scores} for one clip's HR frames (None for ffmpeg without a binary). ``window``:
+    input frames per model call (default: the shipped weights' training window, as the CLI)."""
     from zsm_tf.evaluation import baseline_frames, downscale
-    from zsm_tf.inference import SpaceTimeUpscaler
+    from zsm_tf.inference import DEFAULT_WINDOW, SpaceTimeUpscaler, trained_settings
+
+    window = window or int(trained_settings().get("window", DEFAULT_WINDOW))
 
     lr = [downscale(f) for f in hr[::2]]
     res = {}
@@ -148,9 +152,9 @@ def evaluate(hr, methods, model=None, ffmpeg_order="interpolate-first"):
                 res[m] = None
                 continue
         elif m == "motion":
-            out = list(SpaceTimeUpscaler(MotionBase(), window=7).stream(iter(lr)))
+            out = list(SpaceTimeUpscaler(MotionBase(), window=window).stream(iter(lr)))
         else:
-            out = list(SpaceTimeUpscaler(model, window=7).stream(iter(lr)))
+            out = list(SpaceTimeUpscaler(model, window=window).stream(iter(lr)))
         res[m] = scores(out, hr)
     return res
 
