@@ -40,9 +40,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 CHILD = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 t0 = time.perf_counter()
-from zsm_tf.commands import upscale
+if os.path.exists(os.path.join("zsm_tf", "commands", "upscale.py")):
+    from zsm_tf.commands import upscale
+else:   # code before the commands/ layout (e.g. 37c1d88)
+    from zsm_tf import upscale
 rc = upscale.main(sys.argv[1:])
 ru = resource.getrusage(resource.RUSAGE_SELF)
 print("BENCH " + json.dumps({"rc": rc, "wall_s": time.perf_counter() - t0,

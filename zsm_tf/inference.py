@@ -6,8 +6,10 @@ The model maps ``[B, N, H, W, 3]`` (``H``, ``W`` multiples of 4) to ``[B, 2N-1, 
 * **time**: windows of ``N`` input frames that overlap by one frame (starts ``0, N-1, 2(N-1)...``,
   like the authors' test script); window ``s`` gives outputs ``2s .. 2s+2N-2``; the frame two
   windows share is taken from the earlier window, so each of the ``2K-1`` outputs of ``K`` input
-  frames is produced exactly once. The last window is moved back to end on the last frame
-  (full ``N`` frames of context, same shape, no retrace) and gives only the outputs not yet given.
+  frames is produced (and reconstructed) exactly once: a later window asks the model only for
+  the outputs not yet given (``first_output``; the features and the ConvLSTM still see all ``N``
+  frames). The last window is moved back to end on the last frame (full ``N`` frames of context,
+  same shape, no retrace) and likewise reconstructs only the outputs not yet given.
   Only the ``N`` frames of the current window are held.
 * **space**: frames are padded (reflection) to a multiple of 4 and the outputs cropped. With
   ``tile=S``, each window is cut into ``S x S`` tiles (LR pixels) overlapping by ``overlap`` pixels,
@@ -39,7 +41,10 @@ FLIPS = ((), (3,), (2,), (2, 3))  # axes of [B, N, H, W, C]: none, horizontal, v
 _TRACED = weakref.WeakKeyDictionary()
 
 
-def _make_predict(model) -> Callable[[np.ndarray], np.ndarray]:
+def _make_predict(model) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``predict(x [B, N, H, W, 3], first) -> [B, 2N-1-first, 4H, 4W, 3]`` (numpy): the outputs
+    from index ``first`` on. A ZoomingSlowMo does not compute the others (its ``first_output``,
+    passed as a tensor: one trace for every value); any other callable is sliced."""
     try:
         import keras
         is_keras = isinstance(model, keras.Model)
@@ -52,18 +57,32 @@ def _make_predict(model) -> Callable[[np.ndarray], np.ndarray]:
         if fn is None:   # one tf.function per model, shared by upscalers (traces are reused)
             ref = weakref.ref(model)   # no cycle: the cache entry must not keep the model alive
 
-            def forward(x):
-                return ref()(x, training=False)
+            takes_first = _takes_first_output(model)
+
+            def forward(x, first):
+                if takes_first:
+                    return ref()(x, training=False, first_output=first)
+                return ref()(x, training=False)[:, first:]
             fn = _TRACED[model] = tf.function(forward)
 
-        def predict(x, _model=model):   # the upscaler keeps its model alive
-            return fn(tf.convert_to_tensor(x)).numpy()
+        def predict(x, first=0, _model=model):   # the upscaler keeps its model alive
+            return fn(tf.convert_to_tensor(x), tf.constant(first, tf.int32)).numpy()
         return predict
 
-    def predict(x):
+    def predict(x, first=0):
         y = model(x)
-        return y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+        y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+        return y[:, first:]
     return predict
+
+
+def _takes_first_output(model) -> bool:
+    import inspect
+
+    try:
+        return "first_output" in inspect.signature(model.call).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def pad_amounts(h: int, w: int, multiple: int = 4) -> Tuple[int, int]:
@@ -242,9 +261,11 @@ class SpaceTimeUpscaler:
                                queued=self.queued_outputs(), batch=self.batch)
 
     # ---------------------------------------------------------------------------------- window
-    def upscale_window(self, frames: np.ndarray, on_call: Optional[Callable[[float], None]] = None
-                       ) -> np.ndarray:
-        """``[n, H, W, 3]`` (uint8, or float in [0, 1]) -> float32 ``[2n-1, 4H, 4W, 3]`` in [0, 1].
+    def upscale_window(self, frames: np.ndarray, on_call: Optional[Callable[[float], None]] = None,
+                       first_output: int = 0) -> np.ndarray:
+        """``[n, H, W, 3]`` (uint8, or float in [0, 1]) -> float32 ``[2n-1-first_output, 4H, 4W,
+        3]`` in [0, 1]: the window's outputs from index ``first_output`` on (the earlier ones are
+        not computed).
 
         ``on_call(fraction)``: called after each model call with the fraction of the window done
         by it (for progress bars)."""
@@ -255,6 +276,9 @@ class SpaceTimeUpscaler:
         else:
             x = frames.astype(np.float32, copy=False)
         n, h, w = x.shape[:3]
+        first = int(first_output)
+        if not 0 <= first < 2 * n - 1:
+            raise ValueError(f"first_output must be in [0, {2 * n - 1}), got {first_output}")
         x = pad_frames(x)
         hp, wp = x.shape[1:3]
         plan = self.plan(h, w)
@@ -272,7 +296,7 @@ class SpaceTimeUpscaler:
         if not single:
             wy = dict(zip(ty, ramp_weights([v * SCALE for v in ty], th * SCALE, hp * SCALE, self.overlap * SCALE)))
             wx = dict(zip(tx, ramp_weights([v * SCALE for v in tx], tw * SCALE, wp * SCALE, self.overlap * SCALE)))
-            out = np.zeros((2 * n - 1, hp * SCALE, wp * SCALE, 3), np.float32)
+            out = np.zeros((2 * n - 1 - first, hp * SCALE, wp * SCALE, 3), np.float32)
         ens = None
         calls = -(-len(jobs) // self.batch)
         for b0 in range(0, len(jobs), self.batch):
@@ -285,7 +309,7 @@ class SpaceTimeUpscaler:
                     patch = np.flip(patch, axis=ax - 1)
                 inp.append(patch)
             batch_in = inp[0][None] if len(inp) == 1 else np.stack(inp)
-            pred = self.predict(np.ascontiguousarray(batch_in))
+            pred = self.predict(np.ascontiguousarray(batch_in), first)
             for (t, f), y in zip(chunk, pred):
                 for ax in self.flips[f]:
                     y = np.flip(y, axis=ax - 1)
@@ -346,20 +370,22 @@ class SpaceTimeUpscaler:
                 progress.set_description(text)
 
         def run(start):
+            # outputs 2 start .. 2 start + 2 len(buf) - 2 of this window; those before `emitted`
+            # were given by the window before (the shared frame, or more for the last window,
+            # which is moved back to keep N frames of context): not computed again
             nonlocal emitted, first
-            new = 2 * start + 2 * len(buf) - 1 - max(emitted, 2 * start)
+            skip = max(emitted - 2 * start, 0)
+            new = 2 * len(buf) - 1 - skip
             if first:
                 describe("first window (tracing the model)")
             step = None if progress is None else (lambda frac: progress.update(frac * new))
-            out = self.upscale_window(np.stack(buf), on_call=step)
+            out = self.upscale_window(np.stack(buf), on_call=step, first_output=skip)
             if first:
                 describe("upscale")
                 first = False
             for j in range(out.shape[0]):
-                g = 2 * start + j
-                if g >= emitted:
-                    emitted = g + 1
-                    yield to_uint8(out[j])
+                emitted = 2 * start + skip + j + 1
+                yield to_uint8(out[j])
 
         for f in frames:
             if read == 0:
@@ -436,6 +462,24 @@ class _Background:
         self._closed = True
         self._stop.set()
         self._thread.join(timeout)
+
+
+def window_schedule(num_frames: int, window: int) -> List[Tuple[int, int]]:
+    """The model calls :meth:`SpaceTimeUpscaler.stream` makes for a clip of ``num_frames`` input
+    frames: ``(start, first_output)`` per window, in order (window ``i`` covers input frames
+    ``start .. start + window - 1``, clipped to the clip, and computes its outputs from
+    ``first_output`` on). Together they compute each of the ``2 num_frames - 1`` outputs once."""
+    if num_frames < 2:
+        raise ValueError(f"need at least 2 frames, got {num_frames}")
+    calls, emitted = [], 0
+    for read in range(window, num_frames + 1, window - 1):
+        start = read - window
+        calls.append((start, max(emitted - 2 * start, 0)))
+        emitted = 2 * read - 1
+    if emitted < 2 * num_frames - 1:
+        start = max(num_frames - window, 0)
+        calls.append((start, max(emitted - 2 * start, 0)))
+    return calls
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:

@@ -74,7 +74,12 @@ class ZoomingSlowMo(keras.Model):
             block.build()
         self.built = True
 
-    def call(self, frames, training=None):
+    def call(self, frames, training=None, first_output=0):
+        """frames [B, N, H, W, 3] -> [B, 2N-1-first_output, 4H, 4W, 3]: the outputs from index
+        ``first_output`` on (an int or int32 scalar tensor, < 2N-1). The features and the
+        ConvLSTM see all N frames either way; the reconstruction (and the global skip's base) of
+        the outputs before it is not computed: :class:`zsm_tf.inference.SpaceTimeUpscaler`
+        starts each window after the outputs an earlier window already gave."""
         frames = tf.convert_to_tensor(frames)
         frames = tf.cast(frames, self.compute_dtype)
         shape = tf.shape(frames)
@@ -99,13 +104,19 @@ class ZoomingSlowMo(keras.Model):
         seq = interleave(pyr[0], mid)
 
         feats = self.convlstm(seq)
-        t = 2 * n - 1
+        first = first_output
+        if not (isinstance(first, int) and first == 0):
+            first = tf.convert_to_tensor(first, tf.int32)
+            tf.debugging.assert_less(first, 2 * n - 1, message="first_output must be < 2N-1")
+            feats = feats[:, first:]
+        t = tf.shape(feats)[1]
         out = self.reconstruct(tf.reshape(feats, [b * t, h, w, nf]))
         out = tf.reshape(out, [b, t, 4 * h, 4 * w, 3])
-        if self.residual == "bicubic":
-            out = out + bicubic_blend(frames)
-        elif self.residual == "motion":
-            out = out + self.motion_base(frames)
+        if self.residual != "none":
+            # the base of outputs first.. needs input frames first // 2.. (outputs 2 (first // 2)..)
+            part = frames[:, first // 2:]
+            base = bicubic_blend(part) if self.residual == "bicubic" else self.motion_base(part)
+            out = out + base[:, first % 2:]
         # float32 out under a mixed-precision policy (float64 models stay float64)
         return out if out.dtype in (tf.float32, tf.float64) else tf.cast(out, tf.float32)
 

@@ -187,27 +187,30 @@ def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=
         a, b = pyr[level]
         shape = tf.shape(a)
         zero = tf.zeros(tf.concat([shape[:3], [2]], 0), a.dtype)
+        # the choices below depend on the frame size only: tf.cond runs one branch (a SavedModel
+        # of unknown frame size decides the same way at run time)
+        def search():
+            return _refine(a, b, zero, coarse, block, penalty)[0]
+
+        def refine(d_above):
+            start = 2.0 * tf.image.resize(d_above, shape[1:3], method="bilinear")
+            return _refine(a, b, start, fine, block, penalty)[0]
+
         if level >= 3:    # optional level: used (from zero) only if the frame is large enough
             use = short >= min_size * 2 ** level
-            start = zero if d is None else 2.0 * tf.image.resize(d, shape[1:3], method="bilinear")
             if d is None:
-                d, _ = _refine(a, b, zero, coarse, block, penalty)
-            else:
-                # a larger level above: refine its estimate; else search this level from zero
-                d_fine, _ = _refine(a, b, start, fine, block, penalty)
-                d_coarse, _ = _refine(a, b, zero, coarse, block, penalty)
+                pick = search
+            else:   # a larger level above: refine its estimate; else search this level from zero
                 used_above = short >= min_size * 2 ** (level + 1)
-                d = tf.where(used_above, d_fine, d_coarse)
-            d = tf.where(use, d, zero)
+                pick = lambda d=d, u=used_above: tf.cond(u, lambda: refine(d), search)  # noqa: E731
+            d = tf.cond(use, pick, lambda z=zero: z)
         elif d is None:
-            d, _ = _refine(a, b, zero, coarse, block, penalty)
+            d = search()
         else:
             start = 2.0 * tf.image.resize(d, shape[1:3], method="bilinear")
             if level == 2:    # from zero when no optional level above was used
                 used_above = short >= min_size * 2 ** (level + 1)
-                d_fine, _ = _refine(a, b, start, fine, block, penalty)
-                d_coarse, _ = _refine(a, b, zero, coarse, block, penalty)
-                d = tf.where(used_above, d_fine, d_coarse)
+                d = tf.cond(used_above, lambda d=d: refine(d), search)
             else:
                 d, _ = _refine(a, b, start, fine if level else _grid(last_radius, step), block,
                                penalty)
