@@ -290,3 +290,26 @@ def test_cuda_plan_uses_nvrtc_and_links_no_cuda(nv, monkeypatch):
     assert cuda86.info["cuda_archs"] == ["sm_86", "compute_86"] and cuda86.name != cuda.name
     monkeypatch.setenv("ZSM_TF_CUDA_ARCH", "sm_90a")
     assert "bad CUDA target" in custom_op._plans(SRC)[0].info["cuda_skipped"]
+
+
+def test_the_same_source_compiles_with_nvcc(nv, tmp_path):
+    """The second route (ZSM_TF_CUDA_COMPILER=nvcc): where any nvcc exists, the one kernel file
+    compiles with ``nvcc -cubin`` / ``-ptx`` to the same kernels with the same parameters."""
+    found = [p for p, _ in custom_op.nvcc_candidates() if custom_op.nvcc_version(p)]
+    if not found:
+        pytest.skip("no nvcc here")
+    path = found[0]
+    nvcc = custom_op.Nvcc(path, custom_op.nvcc_version(path), "test")
+    real, virtual = custom_op._nvcc_supported(nvcc)
+    targets = [t for t in ("sm_80", "compute_90") if t in real | virtual]
+    if not targets:
+        pytest.skip(f"nvcc {nvcc.version_str} compiles neither sm_80 nor compute_90")
+    for im in custom_op._nvcc_images(nvcc, SRC, targets, str(tmp_path)):
+        if im.cubin is not None:
+            machine, flags, _, abi, sections, funcs = _elf(im.cubin)
+            assert machine == 190 and _cubin_sm(flags, abi) == 80
+            assert set(nvrtc.KERNELS) <= funcs
+        else:  # nvcc's PTX declares what NVRTC's does
+            ref = nv.compile(SRC / nvrtc.KERNEL_SOURCE, im.target, [str(SRC)]).ptx
+            assert sorted(ptx_params(im.ptx)) == sorted(nvrtc.KERNELS)
+            assert ptx_params(im.ptx) == ptx_params(ref)
