@@ -259,9 +259,10 @@ inline std::string Enter(CUstream stream, const Module** out, std::unique_ptr<Sc
   scope->reset(new ScopedContext(d, ctx));
   if (!(*scope)->ok()) return "cannot make the op's CUDA context current";
   static std::mutex mu;
-  static std::vector<Module*> modules;  // a few contexts at most; never freed (process lifetime)
+  // A few contexts at most, kept for the process lifetime (never destroyed: no exit-time races).
+  static std::vector<Module*>* modules = new std::vector<Module*>;
   std::lock_guard<std::mutex> lock(mu);
-  for (const Module* m : modules)
+  for (const Module* m : *modules)
     if (m->ctx == ctx) {
       *out = m;
       return m->error;
@@ -270,7 +271,7 @@ inline std::string Enter(CUstream stream, const Module** out, std::unique_ptr<Sc
   m->ctx = ctx;
   m->error = LoadModule(d, m);
   *warning = m->warning;
-  modules.push_back(m);
+  modules->push_back(m);
   *out = m;
   return m->error;
 }

@@ -313,3 +313,92 @@ def test_the_same_source_compiles_with_nvcc(nv, tmp_path):
             ref = nv.compile(SRC / nvrtc.KERNEL_SOURCE, im.target, [str(SRC)]).ptx
             assert sorted(ptx_params(im.ptx)) == sorted(nvrtc.KERNELS)
             assert ptx_params(im.ptx) == ptx_params(ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver-API launch path (custom_ops/gpu_launch.h, as the op uses it) run end to end without a
+# GPU: the standalone GPU-vs-CPU test built with -DZSM_DRIVER_LAUNCH launches the kernels through
+# gpu_launch.h from NVRTC's images, against custom_ops/host_shim/fake_libcuda.cc as libcuda.so.1
+# (which checks each image's ELF and SM, the current context, the launch shape, and runs the
+# kernels serially on the CPU with their parameters read from cuLaunchKernel's void**).
+
+SANITIZE = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+REPORT = re.compile(r"fake driver: loaded (.+?) loads (\d+) launches (\d+) memsets (\d+) pushes "
+                    r"(\d+) pops (\d+) bad_context (\d+) depth (\d+)")
+
+
+@pytest.fixture(scope="module")
+def driver_test(images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("driver")
+    (out / "gpu_images.cc").write_text(nvrtc.images_source(list(images.values()), "nvrtc 12.9",
+                                                           (12, 9)))
+    base = ["g++", "-std=c++17", "-O1", f"-I{SRC / 'host_shim'}", f"-I{SRC}"]
+
+    def build(extra):
+        img = subprocess.run([*base, "-c", str(out / "gpu_images.cc"), "-o", str(out / "img.o")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lib = subprocess.run([*base, *extra, "-shared", "-fPIC", "-fvisibility=hidden", "-x", "c++",
+                              str(SRC / "host_shim" / "fake_libcuda.cc"),
+                              str(SRC / nvrtc.KERNEL_SOURCE), "-o", str(out / "libcuda.so.1")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        exe = subprocess.run([*base, *extra, "-DZSM_DRIVER_LAUNCH", "-x", "c++",
+                              str(SRC / "cuda_test" / "test_gpu_vs_cpu.cu"), "-x", "none",
+                              str(out / "img.o"), "-o", str(out / "test"), "-ldl"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return [r for r in (img, lib, exe) if r.returncode]
+
+    failed = build(SANITIZE)
+    if failed:  # g++ without libasan/libubsan: the same test, unsanitized
+        failed = build([])
+    assert not failed, failed[0].stdout[-3000:]
+
+    def run(*args, cc="8.6", driver="12090", libcuda=True):
+        env = {**os.environ, "FAKE_CUDA_CC": cc, "FAKE_CUDA_DRIVER": driver}
+        if libcuda:
+            env["LD_LIBRARY_PATH"] = str(out)
+        r = subprocess.run([str(out / "test"), *args], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=600)
+        m = REPORT.search(r.stdout)
+        return r, (m.groups() if m else None)
+
+    return run
+
+
+def test_driver_launch_path_matches_cpu_kernels(driver_test):
+    r, report = driver_test()
+    assert r.returncode == 0 and "all 16 cases match" in r.stdout, r.stdout[-3000:]
+    assert "FAIL" not in r.stdout
+    loaded, loads, launches, memsets, pushes, pops, bad_ctx, depth = report
+    assert loaded == "cubin sm_80" and loads == "1"  # sm_86: the sm_80 cubin, loaded once
+    assert int(launches) > 100 and int(memsets) > 0
+    assert pushes == pops and int(pushes) > 0 and bad_ctx == "0" and depth == "0"
+
+
+@pytest.mark.parametrize("cc,loaded", [("7.5", "cubin sm_70"), ("8.9", "cubin sm_89"),
+                                       ("9.0", "cubin sm_90"), ("10.0", "cubin sm_100"),
+                                       ("12.0", "ptx")])
+def test_driver_loads_the_image_of_each_gpu(driver_test, images, cc, loaded):
+    if loaded != "ptx" and loaded.split()[1] not in images:
+        pytest.skip(f"{loaded} not compiled")
+    r, report = driver_test("--load", cc=cc)
+    assert r.returncode == 0 and "error: \nwarning: \n" in r.stdout, r.stdout
+    assert report[0] == loaded and report[2] == "1" and report[6] == "0" and report[7] == "0"
+
+
+def test_driver_errors_are_clear_messages(driver_test):
+    r, report = driver_test("--load", cc="12.0", driver="12040")  # PTX newer than the driver
+    assert r.returncode == 3, r.stdout
+    assert "CUDA_ERROR_UNSUPPORTED_PTX_VERSION (222)" in r.stdout
+    assert "update the NVIDIA driver" in r.stdout and "ZSM_TF_CUDA_ARCH=sm_120" in r.stdout
+    assert "warning: zsm_tf: this sm_120 GPU has no cubin" in r.stdout  # logged once by the op
+    assert report[7] == "0"  # the context is popped on the error path too
+    r, report = driver_test("--load", cc="5.2")
+    assert r.returncode == 3 and "no GPU image fits this sm_52 GPU" in r.stdout, r.stdout
+    r, report = driver_test("--launch-error")
+    assert r.returncode == 3, r.stdout
+    assert ("launching zsm_im2col_forward_f32: CUDA_ERROR_ILLEGAL_ADDRESS (700): an illegal "
+            "memory access was encountered") in r.stdout
+    assert report[7] == "0"
+    r, _ = driver_test("--load", libcuda=False)
+    if r.returncode == 3:  # no NVIDIA driver here (with one, the real driver answers)
+        assert "cannot load the CUDA driver libcuda.so.1" in r.stdout, r.stdout

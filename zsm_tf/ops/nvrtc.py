@@ -199,3 +199,49 @@ def images_source(images, compiler: str, version: tuple) -> str:
             f"extern const int kCompilerVersion = {version[0] * 1000 + version[1] * 10};",
             "}  // namespace zsm_cu", ""]
     return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    """``python -m zsm_tf.ops.nvrtc [--targets sm_80,compute_90] [--out gpu_images.cc]``: compiles
+    the kernels with NVRTC, prints one line per target (kind, size, seconds, messages) and writes
+    the images source. Default targets: TensorFlow's ``cuda_compute_capabilities``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m zsm_tf.ops.nvrtc", description=main.__doc__)
+    ap.add_argument("--src", default=str(Path(__file__).resolve().parents[2] / "custom_ops"),
+                    help="the custom_ops/ folder")
+    ap.add_argument("--targets", default="", help="comma/space separated sm_XY / compute_XY")
+    ap.add_argument("--out", default="", help="write the images source (gpu_images.cc) here")
+    ap.add_argument("--major", type=int, default=0, help="CUDA major (default TensorFlow's)")
+    args = ap.parse_args(argv)
+    targets = [t for t in re.split(r"[,\s]+", args.targets) if t]
+    major = args.major
+    if not targets or not major:
+        import tensorflow as tf
+
+        info = tf.sysconfig.get_build_info()
+        targets = targets or list(info.get("cuda_compute_capabilities") or [])
+        major = major or int(str(info.get("cuda_version") or "12").split(".")[0])
+    nv, why = find_nvrtc(major)
+    if nv is None:
+        print(f"error: {why}", file=sys.stderr)
+        return 1
+    src = Path(args.src)
+    t0 = time.perf_counter()
+    try:
+        images = nv.compile_all(src / KERNEL_SOURCE, targets, [str(src)])
+    except NvrtcError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"NVRTC {nv.version_str} ({nv.path}): {len(images)} targets in "
+          f"{time.perf_counter() - t0:.2f} s")
+    for im in images:
+        print(f"  {im.target:<11} {im.kind:<5} {len(im.data):>8} B  {im.seconds:5.2f} s  "
+              f"{'; '.join(unexpected_log(im.log)) or 'clean'}")
+    if args.out:
+        Path(args.out).write_text(images_source(images, f"nvrtc {nv.version_str}", nv.version))
+    return 0 if not any(unexpected_log(im.log) for im in images) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
