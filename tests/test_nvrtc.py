@@ -180,6 +180,8 @@ for f in ("zsm_tf_kernel_params", "zsm_tf_gpu_images", "zsm_tf_driver_error"):
     info[f] = getattr(lib, f)().decode()
 ccs = [(5, 2), (6, 0), (6, 1), (7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)]
 info["choices"] = {f"{a}.{b}": lib.zsm_tf_choose_image(a, b) for a, b in ccs}
+info["warnings_old_driver"] = custom_op.gpu_image_warnings(info["library"], ccs, 12040)
+info["warnings_new_driver"] = custom_op.gpu_image_warnings(info["library"], ccs, 13000)
 print(json.dumps(info))
 """
 
@@ -273,6 +275,20 @@ def test_image_choice_per_gpu(built):
         assert named["8.6"] == "sm_80" and named["8.9"] == "sm_89" and named["7.5"] == "sm_70"
         assert named["9.0"] == named["10.0"] == named["12.0"] == "compute_90"
         assert named["5.2"] is None and named["6.1"] == "sm_60"
+
+
+def test_load_time_warnings_for_ptx_on_an_older_driver(built):
+    """Before any launch, load() warns once per visible GPU that has no cubin and whose driver
+    is older than the PTX (which would fail with error 222 mid-training), or that has no image."""
+    old, new = built["warnings_old_driver"], built["warnings_new_driver"]
+    ptx_gpus = [cc for cc, i in built["choices"].items()
+                if i >= 0 and built["cuda_archs"][i].startswith("compute_")]
+    none = [cc for cc, i in built["choices"].items() if i < 0]
+    assert ptx_gpus and none  # the checked capabilities include both kinds
+    assert len(old) == len(ptx_gpus) + len(none) and len(new) == len(none)
+    assert all("CUDA error 222" in w and "12.4" in w for w in old if "PTX" in w)
+    assert any("sm_120 GPU has no cubin" in w for w in old)
+    assert all("have none for this" in w for w in new)
 
 
 def test_cuda_plan_uses_nvrtc_and_links_no_cuda(nv, monkeypatch):

@@ -542,6 +542,62 @@ def _build_and_load(verbose: bool, load: bool):
     raise AssertionError("unreachable")
 
 
+def cuda_driver_version() -> int | None:
+    """``cuDriverGetVersion`` of the installed NVIDIA driver (12040 for 12.4), None without one."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        v = ctypes.c_int()
+        return v.value if cuda.cuDriverGetVersion(ctypes.byref(v)) == 0 else None
+    except (OSError, AttributeError):
+        return None
+
+
+def gpu_image_warnings(library: str, capabilities, driver_version: int | None) -> list[str]:
+    """What the op library's GPU images mean for GPUs of these compute capabilities
+    ([(major, minor)]) under this driver: one line per GPU that has no image, or only a PTX
+    image newer than the driver (which would fail to load with CUDA error 222 at the first
+    launch). Empty when every GPU has a cubin (or usable PTX)."""
+    import ctypes
+
+    lib = ctypes.CDLL(library)
+    lib.zsm_tf_gpu_images.restype = ctypes.c_char_p
+    compiler, listed = lib.zsm_tf_gpu_images().decode().split(";")
+    images = [item.split(":") for item in listed.split(",") if item]
+    cversion = tuple(int(x) for x in compiler.split()[1].split("."))
+    out = []
+    for major, minor in capabilities:
+        gpu = f"sm_{major}{minor}"
+        i = lib.zsm_tf_choose_image(int(major), int(minor))
+        if i < 0:
+            out.append(f"zsm_tf: the op's GPU images ({', '.join(t for t, *_ in images)}) have "
+                       f"none for this {gpu} GPU: its GPU kernels will fail; rebuild with "
+                       f"ZSM_TF_CUDA_ARCH={gpu}")
+        elif images[i][1] == "ptx" and driver_version is not None and \
+                driver_version < cversion[0] * 1000 + cversion[1] * 10:
+            out.append(f"zsm_tf: this {gpu} GPU has no cubin in the op and would run the "
+                       f"{images[i][0]} PTX of {compiler}, newer than the NVIDIA driver "
+                       f"({driver_version // 1000}.{driver_version % 1000 // 10}): it would fail "
+                       f"to load (CUDA error 222). Update the driver, or rebuild for this GPU "
+                       f"(ZSM_TF_CUDA_ARCH={gpu}, or unset it: the visible GPUs get cubins)")
+    return out
+
+
+def _check_gpu_images(info: dict):
+    """One warning per problem of the loaded library's GPU images on the visible GPUs."""
+    if not info.get("cuda"):
+        return
+    ccs = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if cc:
+            ccs.append(tuple(cc))
+    if ccs:
+        for line in gpu_image_warnings(info["library"], sorted(set(ccs)), cuda_driver_version()):
+            _warn_once(line, line)
+
+
 def _register_gradient(lib):
     def grad(op, grad_columns):
         attrs = {a: op.get_attr(a) for a in _ATTRS}
@@ -576,6 +632,7 @@ def load():
                 _, lib, info = _build_and_load(False, load=True)
                 _register_gradient(lib)
                 _lib, _info = lib, info
+                _check_gpu_images(info)
                 if os.environ.get("ZSM_TF_OP_CUDA", "").strip() == "1" and not info["cuda"]:
                     _warn_once("cuda", f"zsm_tf: ZSM_TF_OP_CUDA=1 but the deformable op "
                                               f"was built CPU-only: {info.get('cuda_skipped')}")
