@@ -418,3 +418,26 @@ def test_driver_errors_are_clear_messages(driver_test):
     r, _ = driver_test("--load", libcuda=False)
     if r.returncode == 3:  # no NVIDIA driver here (with one, the real driver answers)
         assert "cannot load the CUDA driver libcuda.so.1" in r.stdout, r.stdout
+
+
+def test_gpu_check_script_parses_and_dry_runs():
+    """bench/gpu_check.sh (run by a GPU owner; never run here): bash syntax, a dry run listing
+    every step, and the flags it passes exist in the scripts it calls."""
+    script = ROOT / "bench" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    out = subprocess.run([str(script), "--dry-run"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+    rows = [ln for ln in out.stdout.splitlines() if re.match(r"^\d[ab]? .*\| DRY ", ln)]
+    assert [r.split()[0] for r in rows] == ["0", "1a", "1b", "2", "3", "4", "5"]
+    text = script.read_text()
+    for src, flags in [("zsm_tf/commands/train.py", ["--strategy", "--steps", "--batch-size", "--lr-patch",
+                                     "--val-clips", "--checkpoint-every", "--model",
+                                     "--output-dir"]),
+                       ("bench/deform_conv.py", ["--runs"]), ("bench/model.py", ["--runs"])]:
+        code = (ROOT / src).read_text()
+        for flag in flags:
+            assert f'"{flag}"' in code, (src, flag)
+    for target in ("driver-test", "cuda-test"):
+        assert f"\n{target}:" in (SRC / "Makefile").read_text() and target in text
+    assert "--strategy mirrored --steps 50" in text
