@@ -350,23 +350,28 @@ def driver_test(images, tmp_path_factory):
                                                            (12, 9)))
     base = ["g++", "-std=c++17", "-O1", f"-I{SRC / 'host_shim'}", f"-I{SRC}"]
 
-    def build(extra):
-        img = subprocess.run([*base, "-c", str(out / "gpu_images.cc"), "-o", str(out / "img.o")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lib = subprocess.run([*base, *extra, "-shared", "-fPIC", "-fvisibility=hidden", "-x", "c++",
-                              str(SRC / "host_shim" / "fake_libcuda.cc"),
-                              str(SRC / nvrtc.KERNEL_SOURCE), "-o", str(out / "libcuda.so.1")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        exe = subprocess.run([*base, *extra, "-DZSM_DRIVER_LAUNCH", "-x", "c++",
-                              str(SRC / "cuda_test" / "test_gpu_vs_cpu.cu"), "-x", "none",
-                              str(out / "img.o"), "-o", str(out / "test"), "-ldl"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        return [r for r in (img, lib, exe) if r.returncode]
+    def build(extra):  # three compiles at once, then the link
+        cmds = [[*base, "-c", str(out / "gpu_images.cc"), "-o", str(out / "img.o")],
+                [*base, *extra, "-shared", "-fPIC", "-fvisibility=hidden", "-x", "c++",
+                 str(SRC / "host_shim" / "fake_libcuda.cc"), str(SRC / nvrtc.KERNEL_SOURCE),
+                 "-o", str(out / "libcuda.so.1")],
+                [*base, *extra, "-DZSM_DRIVER_LAUNCH", "-x", "c++", "-c",
+                 str(SRC / "cuda_test" / "test_gpu_vs_cpu.cu"), "-o", str(out / "test.o")]]
+        procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for c in cmds]
+        logs = [p.communicate()[0] for p in procs]
+        failed = [log for p, log in zip(procs, logs) if p.returncode]
+        if not failed:
+            link = subprocess.run([*base, *extra, str(out / "test.o"), str(out / "img.o"), "-o",
+                                   str(out / "test"), "-ldl"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+            failed = [link.stdout] if link.returncode else []
+        return failed
 
     failed = build(SANITIZE)
     if failed:  # g++ without libasan/libubsan: the same test, unsanitized
         failed = build([])
-    assert not failed, failed[0].stdout[-3000:]
+    assert not failed, failed[0][-3000:]
 
     def run(*args, cc="8.6", driver="12090", libcuda=True):
         env = {**os.environ, "FAKE_CUDA_CC": cc, "FAKE_CUDA_DRIVER": driver}
