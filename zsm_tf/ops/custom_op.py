@@ -594,7 +594,11 @@ def _check_gpu_images(info: dict):
         if cc:
             ccs.append(tuple(cc))
     if ccs:
-        for line in gpu_image_warnings(info["library"], sorted(set(ccs)), cuda_driver_version()):
+        try:
+            lines = gpu_image_warnings(info["library"], sorted(set(ccs)), cuda_driver_version())
+        except (OSError, AttributeError, ValueError, IndexError) as e:  # never breaks loading
+            lines = [f"zsm_tf: cannot check the op's GPU images: {e}"]
+        for line in lines:
             _warn_once(line, line)
 
 
