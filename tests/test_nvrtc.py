@@ -306,6 +306,13 @@ def test_cuda_plan_uses_nvrtc_and_links_no_cuda(nv, monkeypatch):
     assert cuda86.info["cuda_archs"] == ["sm_86", "compute_86"] and cuda86.name != cuda.name
     monkeypatch.setenv("ZSM_TF_CUDA_ARCH", "sm_90a")
     assert "bad CUDA target" in custom_op._plans(SRC)[0].info["cuda_skipped"]
+    monkeypatch.delenv("ZSM_TF_CUDA_ARCH")
+    # another NVRTC version: another library (the version is in the cache key)
+    other = custom_op.CudaCompiler("nvrtc", (nv.version[0], nv.version[1] + 1), nv.path, "test", nv)
+    monkeypatch.setattr(custom_op, "find_cuda_compiler", lambda: (other, None))
+    newer = custom_op._plans(SRC)[0]
+    assert newer.name != cuda.name and newer.info["cuda_archs"] == cuda.info["cuda_archs"]
+    assert newer.info["cuda_compiler_version"] == f"{nv.version[0]}.{nv.version[1] + 1}"
 
 
 def test_the_same_source_compiles_with_nvcc(nv, tmp_path):
