@@ -1,6 +1,6 @@
 // Framework-free per-sample math of the deformable, modulated im2col (DCNv2), shared by the CPU
-// kernels (deform_im2col_cpu.h), the CUDA kernels (deform_im2col_gpu.cu.cc) and the standalone CUDA
-// test (cuda_test/). No TensorFlow here.
+// kernels (deform_im2col_cpu.h), the CUDA kernels (deform_im2col_gpu.cu.cc, compiled by NVRTC, nvcc
+// or g++ with host_shim/) and the standalone CUDA test (cuda_test/). No TensorFlow here.
 //
 // Layouts (NHWC): input [B, H, W, C]; offsets [B, Ho, Wo, 2*dg*K] with (dy, dx) of tap k of group g
 // at channels 2*(g*K+k), 2*(g*K+k)+1; mask [B, Ho, Wo, dg*K] (channel g*K+k); columns
@@ -12,8 +12,12 @@
 // when y <= -1, y >= H, x <= -1 or x >= W.
 #pragma once
 
+#if defined(__CUDACC_RTC__)
+typedef long long int64_t;  // NVRTC has no standard headers; floor/floorf are its builtins
+#else
 #include <cmath>
 #include <cstdint>
+#endif
 
 #if defined(__CUDACC__)
 #define ZSM_HD __host__ __device__ __forceinline__

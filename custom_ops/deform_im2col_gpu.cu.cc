@@ -1,32 +1,32 @@
 // CUDA kernels of the deformable im2col (same math as the CPU kernels, from deform_im2col.h).
-// Framework-free: compiled by nvcc alone, for the TensorFlow op and for cuda_test/.
+// Framework-free, and one file for three compilers:
+//   * NVRTC (zsm_tf/ops/nvrtc.py, no nvcc): the kernels only (__CUDACC_RTC__), to cubins and PTX
+//     that the TensorFlow op embeds and launches through the CUDA driver API (gpu_launch.h);
+//   * nvcc: the kernels plus the runtime-API launchers below, for the standalone test cuda_test/;
+//   * g++ with host_shim/cuda_runtime.h: the same, run serially on the CPU
+//     (tests/test_cuda_kernels_host.py).
+// The kernels are extern "C" (unmangled names, see ZSM_KERNEL_NAMES) so that the driver API finds
+// them by name; their parameters are what gpu_launch.h passes (tests/test_nvrtc.py compares the
+// PTX parameter sizes with the host's).
 //
 // Forward and grad-input use one thread per column element (pixel, tap, channel), channel fastest,
 // so reads of the input and writes of the columns are coalesced; the grad-input scatter uses
 // atomicAdd. Offset/mask gradients use one thread per (pixel, group, tap) looping over the group's
 // channels.
 //
-// Every kernel is a grid-stride loop, so it is correct for any grid; kernels are launched through
-// ZSM_LAUNCH so that host_shim/cuda_runtime.h can compile this file as plain C++ (g++) and run the
-// kernels serially on the CPU (tests/test_cuda_kernels_host.py).
+// Every kernel is a grid-stride loop, so it is correct for any grid; the launchers below launch
+// through ZSM_LAUNCH so that host_shim/cuda_runtime.h can run the kernels serially on the CPU.
+#if !defined(__CUDACC_RTC__)
 #include <cuda_runtime.h>
+#endif
 
 #include "deform_im2col.h"
+#if !defined(__CUDACC_RTC__)
 #include "deform_im2col_gpu.h"
+#endif
 
 namespace zsm {
 namespace {
-
-#ifndef ZSM_LAUNCH
-#define ZSM_LAUNCH(kernel, blocks, threads, stream) kernel<<<blocks, threads, 0, stream>>>
-#endif
-
-constexpr int kThreads = 256;
-
-inline int blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(b < (1 << 22) ? (b > 0 ? b : 1) : (1 << 22));
-}
 
 // Plan of sample (pix, g, k); false when the sample is zero.
 template <typename T>
@@ -41,7 +41,7 @@ __device__ __forceinline__ bool plan_of(const DeformDims& d, const T* off, int64
 }
 
 template <typename T>
-__global__ void forward_kernel(DeformDims d, const T* __restrict__ in, const T* __restrict__ off,
+__device__ __forceinline__ void forward_body(DeformDims d, const T* __restrict__ in, const T* __restrict__ off,
                                const T* __restrict__ mask, T* __restrict__ cols) {
   const int K = d.K();
   const int64_t n = d.pixels() * K * d.C, HW = d.H * d.W, Cg = d.Cg();
@@ -63,7 +63,7 @@ __global__ void forward_kernel(DeformDims d, const T* __restrict__ in, const T* 
 }
 
 template <typename T>
-__global__ void grad_input_kernel(DeformDims d, const T* __restrict__ off,
+__device__ __forceinline__ void grad_input_body(DeformDims d, const T* __restrict__ off,
                                   const T* __restrict__ mask, const T* __restrict__ grad_cols,
                                   T* __restrict__ grad_in) {
   const int K = d.K();
@@ -83,7 +83,7 @@ __global__ void grad_input_kernel(DeformDims d, const T* __restrict__ off,
 }
 
 template <typename T>
-__global__ void grad_coord_kernel(DeformDims d, const T* __restrict__ in,
+__device__ __forceinline__ void grad_coord_body(DeformDims d, const T* __restrict__ in,
                                   const T* __restrict__ off, const T* __restrict__ mask,
                                   const T* __restrict__ grad_cols, T* __restrict__ grad_off,
                                   T* __restrict__ grad_mask) {
@@ -114,6 +114,57 @@ __global__ void grad_coord_kernel(DeformDims d, const T* __restrict__ in,
 }
 
 }  // namespace
+}  // namespace zsm
+
+// The kernels, one per (function, dtype): extern "C" __global__, launched by name.
+#define ZSM_KERNELS(T, S)                                                                        \
+  extern "C" __global__ void zsm_im2col_forward_##S(zsm::DeformDims d, const T* __restrict__ in, \
+                                                    const T* __restrict__ off,                   \
+                                                    const T* __restrict__ mask,                  \
+                                                    T* __restrict__ cols) {                      \
+    zsm::forward_body<T>(d, in, off, mask, cols);                                                \
+  }                                                                                              \
+  extern "C" __global__ void zsm_im2col_grad_input_##S(                                          \
+      zsm::DeformDims d, const T* __restrict__ off, const T* __restrict__ mask,                  \
+      const T* __restrict__ grad_cols, T* __restrict__ grad_in) {                                \
+    zsm::grad_input_body<T>(d, off, mask, grad_cols, grad_in);                                   \
+  }                                                                                              \
+  extern "C" __global__ void zsm_im2col_grad_coord_##S(                                          \
+      zsm::DeformDims d, const T* __restrict__ in, const T* __restrict__ off,                    \
+      const T* __restrict__ mask, const T* __restrict__ grad_cols, T* __restrict__ grad_off,     \
+      T* __restrict__ grad_mask) {                                                               \
+    zsm::grad_coord_body<T>(d, in, off, mask, grad_cols, grad_off, grad_mask);                   \
+  }
+ZSM_KERNELS(float, f32)
+ZSM_KERNELS(double, f64)
+#undef ZSM_KERNELS
+
+#if !defined(__CUDACC_RTC__)
+// Runtime-API launchers (nvcc, host shim): the standalone test's entry points.
+namespace zsm {
+namespace {
+
+#ifndef ZSM_LAUNCH
+#define ZSM_LAUNCH(kernel, blocks, threads, stream) kernel<<<blocks, threads, 0, stream>>>
+#endif
+
+template <typename T>
+struct Kernels;
+template <>
+struct Kernels<float> {
+  static constexpr auto forward = zsm_im2col_forward_f32;
+  static constexpr auto grad_input = zsm_im2col_grad_input_f32;
+  static constexpr auto grad_coord = zsm_im2col_grad_coord_f32;
+};
+template <>
+struct Kernels<double> {
+  static constexpr auto forward = zsm_im2col_forward_f64;
+  static constexpr auto grad_input = zsm_im2col_grad_input_f64;
+  static constexpr auto grad_coord = zsm_im2col_grad_coord_f64;
+};
+
+}  // namespace
+
 
 template <typename T>
 int deform_im2col_forward_gpu(void* stream, const DeformDims& d, const T* in, const T* off,
@@ -121,7 +172,7 @@ int deform_im2col_forward_gpu(void* stream, const DeformDims& d, const T* in, co
   const int64_t n = d.pixels() * d.K() * d.C;
   if (n == 0) return 0;  // empty columns: nothing to write (and the pointers may be null)
   [[maybe_unused]] cudaStream_t s = static_cast<cudaStream_t>(stream);
-  ZSM_LAUNCH(forward_kernel<T>, blocks_for(n), kThreads, s)(d, in, off, mask, cols);
+  ZSM_LAUNCH(Kernels<T>::forward, blocks_for(n), kThreads, s)(d, in, off, mask, cols);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -138,10 +189,10 @@ int deform_im2col_backward_gpu(void* stream, const DeformDims& d, const T* in, c
   }
   const int64_t n = d.pixels() * d.K() * d.C, m = d.pixels() * d.dg * d.K();
   if (n > 0 && n_in > 0)  // no input pixels: every sample is outside, grad_in is empty
-    ZSM_LAUNCH(grad_input_kernel<T>, blocks_for(n), kThreads, s)(d, off, mask, grad_cols,
+    ZSM_LAUNCH(Kernels<T>::grad_input, blocks_for(n), kThreads, s)(d, off, mask, grad_cols,
                                                                  grad_in);
   if (m > 0)
-    ZSM_LAUNCH(grad_coord_kernel<T>, blocks_for(m), kThreads, s)(d, in, off, mask, grad_cols,
+    ZSM_LAUNCH(Kernels<T>::grad_coord, blocks_for(m), kThreads, s)(d, in, off, mask, grad_cols,
                                                                  grad_off, grad_mask);
   return static_cast<int>(cudaGetLastError());
 }
@@ -158,3 +209,4 @@ ZSM_INSTANTIATE(double)
 #undef ZSM_INSTANTIATE
 
 }  // namespace zsm
+#endif  // !__CUDACC_RTC__

@@ -8,15 +8,15 @@
 //
 // K = kh*kw; attrs kernel_size, strides, padding, dilation (pairs (h, w)), deformable_groups.
 // Layouts and semantics: deform_im2col.h. The gradient is registered from Python
-// (zsm_tf/ops/custom_op.py). CPU kernels run on TensorFlow's intra-op thread pool; CUDA kernels are
-// compiled in with -DZSM_WITH_CUDA, launched on the op's stream (from the device context's
-// Eigen::GpuDevice) and use TensorFlow's CUDA runtime (no runtime of their own is linked in).
-// There is no XLA kernel.
-#ifdef ZSM_WITH_CUDA
-#define EIGEN_USE_GPU  // Eigen::GpuDevice, whose stream() is the op's CUDA stream
-#endif
+// (zsm_tf/ops/custom_op.py). CPU kernels run on TensorFlow's intra-op thread pool. With
+// -DZSM_WITH_CUDA the GPU kernels are registered too: the CUDA kernels of deform_im2col_gpu.cu.cc,
+// compiled to cubins / PTX (NVRTC, or nvcc) and embedded by the generated gpu_images.cc, are
+// launched through the CUDA driver API (gpu_launch.h, libcuda.so.1 opened at run time) on the
+// op's stream. No CUDA header or library is needed to build this file. There is no XLA kernel.
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -27,8 +27,10 @@
 #include "deform_im2col.h"
 #include "deform_im2col_cpu.h"
 #ifdef ZSM_WITH_CUDA
+#include "tensorflow/core/platform/logging.h"
 #include "tensorflow/core/util/determinism.h"
-#include "deform_im2col_gpu.h"
+#include "xla/stream_executor/stream.h"
+#include "gpu_launch.h"
 #endif
 
 namespace tensorflow {
@@ -213,14 +215,27 @@ void Backward(CpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in,
 }
 
 #ifdef ZSM_WITH_CUDA
-void* GpuStream(OpKernelContext* c) { return c->eigen_gpu_device().stream(); }
+// The op's CUDA stream (a cudaStream_t is a CUstream), null when there is none.
+zsm_cu::CUstream GpuStream(OpKernelContext* c) {
+  const DeviceContext* dc = c->op_device_context();
+  if (dc == nullptr || dc->stream() == nullptr) return nullptr;
+  return static_cast<zsm_cu::CUstream>(dc->stream()->platform_specific_handle().stream);
+}
+
+void LogOnce(const std::string& warning) {
+  static std::once_flag once;
+  if (!warning.empty()) std::call_once(once, [&] { LOG(WARNING) << warning; });
+}
 
 template <typename T>
 void Forward(GpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in, const T* off,
              const T* mask, T* cols) {
-  const int err = zsm::deform_im2col_forward_gpu(GpuStream(c), d, in, off, mask, cols);
-  OP_REQUIRES(c, err == 0, errors::Internal("ZsmTf>DeformableIm2col CUDA kernel: ",
-                                            zsm::gpu_error_string(err)));
+  zsm_cu::CUstream stream = GpuStream(c);
+  OP_REQUIRES(c, stream != nullptr, errors::Internal("ZsmTf>DeformableIm2col: no CUDA stream"));
+  std::string warning;
+  const std::string err = zsm_cu::Forward(stream, d, in, off, mask, cols, &warning);
+  LogOnce(warning);
+  OP_REQUIRES(c, err.empty(), errors::Internal("ZsmTf>DeformableIm2col CUDA kernel: ", err));
 }
 
 template <typename T>
@@ -231,10 +246,14 @@ void Backward(GpuTag, OpKernelContext* c, const zsm::DeformDims& d, const T* in,
               errors::Unimplemented(
                   "ZsmTf>DeformableIm2colGrad has no deterministic GPU kernel (the input gradient "
                   "uses atomicAdd) and op determinism is enabled: use deform_impl='gather'"));
-  const int err = zsm::deform_im2col_backward_gpu(GpuStream(c), d, in, off, mask, grad_cols,
-                                                  grad_in, grad_off, grad_mask);
-  OP_REQUIRES(c, err == 0, errors::Internal("ZsmTf>DeformableIm2colGrad CUDA kernel: ",
-                                            zsm::gpu_error_string(err)));
+  zsm_cu::CUstream stream = GpuStream(c);
+  OP_REQUIRES(c, stream != nullptr,
+              errors::Internal("ZsmTf>DeformableIm2colGrad: no CUDA stream"));
+  std::string warning;
+  const std::string err = zsm_cu::Backward(stream, d, in, off, mask, grad_cols, grad_in,
+                                           grad_off, grad_mask, &warning);
+  LogOnce(warning);
+  OP_REQUIRES(c, err.empty(), errors::Internal("ZsmTf>DeformableIm2colGrad CUDA kernel: ", err));
 }
 #endif
 
@@ -306,3 +325,33 @@ ZSM_REGISTER(DEVICE_GPU, GpuTag, double)
 
 }  // namespace
 }  // namespace tensorflow
+
+#ifdef ZSM_WITH_CUDA
+// For tests and build_info (ctypes on the loaded library; no GPU needed).
+extern "C" {
+// "name=size:align,...;" of what each kernel launch passes (compared with the PTX's .param sizes).
+__attribute__((visibility("default"))) const char* zsm_tf_kernel_params() {
+  static const std::string s = zsm_cu::KernelParamSizes();
+  return s.c_str();
+}
+// The embedded images ("sm_80:cubin:SIZE,compute_90:ptx:SIZE") and their compiler.
+__attribute__((visibility("default"))) const char* zsm_tf_gpu_images() {
+  static const std::string s = [] {
+    std::string s = std::string(zsm_cu::kCompiler) + ";";
+    for (int i = 0; i < zsm_cu::kImageCount; ++i)
+      s += std::string(i ? "," : "") + zsm_cu::kImages[i].target + ":" +
+           (zsm_cu::kImages[i].ptx ? "ptx:" : "cubin:") + std::to_string(zsm_cu::kImages[i].size);
+    return s;
+  }();
+  return s.c_str();
+}
+// The index of the image a GPU of compute capability major.minor would load, -1 for none.
+__attribute__((visibility("default"))) int zsm_tf_choose_image(int major, int minor) {
+  return zsm_cu::ChooseImage(zsm_cu::kImages, zsm_cu::kImageCount, major, minor);
+}
+// Why the CUDA driver cannot be used here ("" when it can); loads libcuda.so.1 on first call.
+__attribute__((visibility("default"))) const char* zsm_tf_driver_error() {
+  return zsm_cu::driver().error.c_str();
+}
+}
+#endif

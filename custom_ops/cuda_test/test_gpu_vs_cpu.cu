@@ -11,6 +11,10 @@
 //
 //   make -C custom_ops cuda-test      (nvcc; prints SKIP and exits 0 without a CUDA device)
 //   tests/test_cuda_kernels_host.py   (the same file compiled by g++ against host_shim/, no GPU)
+//   tests/test_nvrtc.py               (-DZSM_DRIVER_LAUNCH: the kernels launched as the TensorFlow
+//                                      op launches them, through gpu_launch.h and the driver API,
+//                                      from NVRTC's images; with g++ against host_shim/ and
+//                                      host_shim/fake_libcuda.cc as libcuda.so.1, no GPU)
 //
 // Exit status 0 when all cases match, else 1. Lines: "ok|FAIL <type> <case> ... columns <err>
 // grad_input <err> grad_offsets <err> grad_mask <err> repeat <identical|DIFFERENT>".
@@ -27,6 +31,13 @@
 
 #include "deform_im2col_cpu.h"
 #include "deform_im2col_gpu.h"
+#ifdef ZSM_DRIVER_LAUNCH
+#include <dlfcn.h>
+
+#include <string>
+
+#include "gpu_launch.h"
+#endif
 
 namespace {
 
@@ -99,6 +110,20 @@ struct Outputs {
   std::vector<T> cols, grad_in, grad_off, grad_mask;
 };
 
+#ifdef ZSM_DRIVER_LAUNCH
+std::string driver_error;  // the last launch error of the driver route
+
+// A function of the fake libcuda.so.1 (host_shim/fake_libcuda.cc), null with a real driver.
+void* fake(const char* name) {
+  void* h = dlopen("libcuda.so.1", RTLD_NOW);
+  return h ? dlsym(h, name) : nullptr;
+}
+void set_max_blocks(unsigned n) {
+  if (auto f = reinterpret_cast<void (*)(unsigned)>(fake("fake_cuda_set_max_blocks"))) f(n);
+}
+zsm_cu::CUstream cu(cudaStream_t s) { return reinterpret_cast<zsm_cu::CUstream>(s); }
+#endif
+
 // One run of the GPU kernels on stream s, outputs NaN-filled first.
 template <typename T>
 Outputs<T> run_gpu(const zsm::DeformDims& d, cudaStream_t s, const DeviceBuffer<T>& in,
@@ -109,10 +134,19 @@ Outputs<T> run_gpu(const zsm::DeformDims& d, cudaStream_t s, const DeviceBuffer<
   gin.fill_nan(s);
   goff.fill_nan(s);
   gmask.fill_nan(s);
+#ifdef ZSM_DRIVER_LAUNCH  // as the TensorFlow op launches them (gpu_launch.h)
+  std::string warning;
+  driver_error = zsm_cu::Forward<T>(cu(s), d, in.ptr, off.ptr, mask.ptr, cols.ptr, &warning);
+  if (driver_error.empty())
+    driver_error = zsm_cu::Backward<T>(cu(s), d, in.ptr, off.ptr, mask.ptr, grad_cols.ptr,
+                                       gin.ptr, goff.ptr, gmask.ptr, &warning);
+  *err = driver_error.empty() ? 0 : 1;
+#else
   *err = zsm::deform_im2col_forward_gpu<T>(s, d, in.ptr, off.ptr, mask.ptr, cols.ptr);
   if (!*err)
     *err = zsm::deform_im2col_backward_gpu<T>(s, d, in.ptr, off.ptr, mask.ptr, grad_cols.ptr,
                                               gin.ptr, goff.ptr, gmask.ptr);
+#endif
   CHECK_CUDA(cudaStreamSynchronize(s));
   return {cols.get(), gin.get(), goff.get(), gmask.get()};
 }
@@ -152,16 +186,25 @@ bool run_case(const Case& c, unsigned seed, double tol, cudaStream_t s) {
   CHECK_CUDA(cudaDeviceSynchronize());  // uploads done before the non-blocking stream starts
   int err = 0, err2 = 0;
   const Outputs<T> got = run_gpu(d, s, d_in, d_off, d_mask, d_gcols, &err);
-#ifdef ZSM_HOST_SHIM
+#if defined(ZSM_DRIVER_LAUNCH)
+  set_max_blocks(3);  // the fake driver's grid cap
+#elif defined(ZSM_HOST_SHIM)
   zsm_shim::max_blocks = 3;  // the second run on a small grid: every grid-stride loop loops
 #endif
   const Outputs<T> again = run_gpu(d, s, d_in, d_off, d_mask, d_gcols, &err2);
-#ifdef ZSM_HOST_SHIM
+#if defined(ZSM_DRIVER_LAUNCH)
+  set_max_blocks(0);
+#elif defined(ZSM_HOST_SHIM)
   zsm_shim::max_blocks = 0;
 #endif
   if (err || err2) {
+#ifdef ZSM_DRIVER_LAUNCH
+    const char* why = driver_error.c_str();
+#else
+    const char* why = zsm::gpu_error_string(err ? err : err2);
+#endif
     std::printf("FAIL %-6s %s: launch failed: %s\n", sizeof(T) == 4 ? "float" : "double", c.name,
-                zsm::gpu_error_string(err ? err : err2));
+                why);
     return false;
   }
   const double e[4] = {rel_err(got.cols, ref.cols), rel_err(got.grad_in, ref.grad_in),
@@ -190,7 +233,35 @@ zsm::DeformDims dims(int64_t B, int64_t H, int64_t W, int64_t C, int dg, int kh,
 
 }  // namespace
 
-int main() {
+#ifdef ZSM_DRIVER_LAUNCH
+// "--load": one small forward through the driver route; prints its error and warning (the fake
+// driver's FAKE_CUDA_CC / FAKE_CUDA_DRIVER pick the image and whether it loads).
+// "--launch-error": the same with the fake driver failing the launch.
+int driver_only(bool launch_error) {
+  if (launch_error)
+    if (auto f = reinterpret_cast<void (*)(int)>(fake("fake_cuda_fail_next_launch"))) f(700);
+  const zsm::DeformDims d = dims(1, 4, 4, 2, 1, 3, 3, 1, 1, 1, 1, 1, 1);
+  const std::vector<float> in(32, 1.f), off(16 * 18, 0.f), mask(16 * 9, 1.f);
+  const DeviceBuffer<float> d_in(in), d_off(off), d_mask(mask);
+  DeviceBuffer<float> cols(16 * 9 * 2);
+  cudaStream_t s;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  std::string warning;
+  const std::string e = zsm_cu::Forward<float>(cu(s), d, d_in.ptr, d_off.ptr, d_mask.ptr,
+                                               cols.ptr, &warning);
+  std::printf("error: %s\nwarning: %s\n", e.c_str(), warning.c_str());
+  if (auto f = reinterpret_cast<const char* (*)()>(fake("fake_cuda_report"))) std::printf("%s\n", f());
+  return e.empty() ? 0 : 3;
+}
+#endif
+
+int main(int argc, char** argv) {
+#ifdef ZSM_DRIVER_LAUNCH
+  if (argc > 1) return driver_only(std::strcmp(argv[1], "--launch-error") == 0);
+#else
+  (void)argc;
+  (void)argv;
+#endif
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("SKIP: no CUDA device\n");
@@ -229,6 +300,9 @@ int main() {
     ++n;
   }
   CHECK_CUDA(cudaStreamDestroy(stream));
+#ifdef ZSM_DRIVER_LAUNCH
+  if (auto f = reinterpret_cast<const char* (*)()>(fake("fake_cuda_report"))) std::printf("%s\n", f());
+#endif
   std::printf(ok ? "all %d cases match\n" : "MISMATCH (%d cases)\n", n);
   return ok ? 0 : 1;
 }

@@ -10,15 +10,16 @@ a temporary directory and is renamed into place under a file lock, so concurrent
 see a partial library. When the build fails (no compiler, ...), one warning is emitted and
 ``impl="auto"`` falls back to the stock-TF gather path.
 
-**CUDA.** The CUDA kernels are compiled in when TensorFlow is a CUDA build, a GPU is visible (or
-``ZSM_TF_OP_CUDA=1``) and an ``nvcc`` of TensorFlow's CUDA major version is found: ``$NVCC``, else
-the first of ``$CUDA_HOME/bin``, ``$CUDA_PATH/bin``, ``PATH``, pip's ``nvidia/cuda_nvcc/bin`` and
-``/usr/local/cuda/bin`` whose major version matches ``tf.sysconfig.get_build_info()
-["cuda_version"]``. An ``nvcc`` of another major version is refused (a warning, CPU-only build).
-The kernels are compiled for TensorFlow's own ``cuda_compute_capabilities`` (SASS for each
-``sm_XY``, PTX for ``compute_XY``, so newer GPUs JIT the PTX) and link against no CUDA runtime of
-their own: their ``cuda*`` calls bind to the runtime TensorFlow loads. A CUDA build (or load)
-that fails is retried CPU-only, with one warning. :func:`build_info` says what was built.
+**CUDA.** The GPU kernels are built when TensorFlow is a CUDA build and a GPU is visible (or
+``ZSM_TF_OP_CUDA=1``), with no ``nvcc``: NVRTC (``libnvrtc`` of TensorFlow's CUDA major version,
+from pip's ``nvidia-cuda-nvrtc-cu12``, which ``tensorflow[and-cuda]`` installs; see
+:mod:`zsm_tf.ops.nvrtc`) compiles ``deform_im2col_gpu.cu.cc`` in-process to a cubin for every
+``sm_XY`` of TensorFlow's ``cuda_compute_capabilities`` and of the visible GPUs, and to PTX for
+each ``compute_XY`` (the fallback for newer GPUs). The images are embedded in the op library (a
+generated ``gpu_images.cc``) and launched through the CUDA driver API (``custom_ops/gpu_launch.h``,
+``libcuda.so.1`` opened at run time), so nothing CUDA is linked. A matching ``nvcc`` (CUDA 12) is
+a second route (``ZSM_TF_CUDA_COMPILER=nvcc``, or when no NVRTC is found). A CUDA build (or
+load) that fails is retried CPU-only, with one warning. :func:`build_info` says what was built.
 
 The op has no XLA kernel: do not ``jit_compile`` graphs that use it. A graph or SavedModel
 containing the op needs :func:`load` called first.
@@ -30,10 +31,12 @@ Environment variables:
   ZSM_TF_OP_CUDA=0|1           force the CUDA kernels off / on (on: also without a visible GPU).
   ZSM_TF_OP_MARCH=ARCH         ``-march`` value (default ``native``, keyed by the CPU; empty: none).
   ZSM_TF_CUDA_ARCH=LIST        CUDA targets, e.g. ``sm_80,compute_90``; ``native``: the visible
-                               GPUs (SASS) plus PTX of the newest. Default: TensorFlow's list.
-  ZSM_TF_OP_ALLOW_NVCC_MISMATCH=1  accept an nvcc of another major version (build testing only:
-                               such kernels may not run under TensorFlow's runtime).
-  CXX, NVCC, CUDA_HOME         compilers / CUDA toolkit.
+                               GPUs (cubins) plus PTX of the newest. Default: TensorFlow's list
+                               plus the visible GPUs.
+  ZSM_TF_CUDA_COMPILER=nvrtc|nvcc  the image compiler (default: NVRTC, else a matching nvcc).
+  ZSM_TF_NVRTC=PATH            the libnvrtc to use.
+  ZSM_TF_OP_ALLOW_NVCC_MISMATCH=1  accept an nvcc of another major version (build testing only).
+  CXX, NVCC, CUDA_HOME         compilers / CUDA toolkit (CUDA_HOME: also searched for libnvrtc).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +63,7 @@ from zsm_tf.ops.conv_args import pair
 OP_NAME = "ZsmTf>DeformableIm2col"
 GRAD_OP_NAME = "ZsmTf>DeformableIm2colGrad"
 _SOURCES = ("deform_im2col.h", "deform_im2col_cpu.h", "deform_im2col_gpu.h",
-            "deform_im2col_op.cc", "deform_im2col_gpu.cu.cc")
+            "deform_im2col_op.cc", "deform_im2col_gpu.cu.cc", "gpu_launch.h")
 _ATTRS = ("kernel_size", "strides", "padding", "dilation", "deformable_groups")
 
 _lock = threading.Lock()
@@ -192,25 +196,6 @@ def find_nvcc() -> tuple[Nvcc | None, str | None]:
                   f"/usr/local/cuda); TensorFlow needs CUDA {major}.x")
 
 
-def _nvcc_include_dirs(nvcc: Nvcc) -> list[str]:
-    """The CUDA include directories nvcc uses (for g++ compiling the GPU op registration)."""
-    dirs = []
-    try:
-        out = subprocess.run([nvcc.path, "--dryrun", "-x", "cu", "-c", os.devnull, "-o",
-                              os.devnull], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, timeout=60).stdout
-        for line in out.splitlines():
-            if re.match(r"#\$ (INCLUDES|SYSTEM_INCLUDES)=", line):
-                dirs += re.findall(r'"?-I"?\s*"?([^"\s]+)"?', line)
-                dirs += re.findall(r'"-isystem"\s+"([^"]+)"', line)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    pip_runtime = Path(nvcc.path).resolve().parents[2] / "cuda_runtime" / "include"
-    if pip_runtime.is_dir():  # nvidia/cuda_nvcc/bin/nvcc beside nvidia/cuda_runtime/include
-        dirs.append(str(pip_runtime))
-    return [d for d in dict.fromkeys(dirs) if Path(d, "cuda_runtime.h").is_file()]
-
-
 def _nvcc_supported(nvcc: Nvcc) -> tuple[set, set]:
     """(real, virtual) targets this nvcc can compile for (empty sets when it cannot list them)."""
     lists = []
@@ -224,19 +209,71 @@ def _nvcc_supported(nvcc: Nvcc) -> tuple[set, set]:
     return lists[0], lists[1]
 
 
+@dataclass
+class CudaCompiler:
+    """What compiles the CUDA kernels to GPU images: NVRTC (default) or nvcc."""
+    kind: str        # "nvrtc" or "nvcc"
+    version: tuple   # (major, minor)
+    path: str
+    found_in: str    # "pip", "CUDA_HOME", "PATH", ...
+    tool: object     # nvrtc.Nvrtc or Nvcc
+
+    @property
+    def version_str(self) -> str:
+        return ".".join(map(str, self.version))
+
+    def supported(self) -> tuple[set, set]:
+        """(real, virtual) targets it compiles for; empty sets when unknown."""
+        if self.kind == "nvcc":
+            return _nvcc_supported(self.tool)
+        sms = self.tool.supported_archs()
+        return {f"sm_{a}" for a in sms}, {f"compute_{a}" for a in sms}
+
+
+def find_cuda_compiler() -> tuple[CudaCompiler | None, str | None]:
+    """(the compiler to use, None) or (None, why there is none): ``$ZSM_TF_CUDA_COMPILER``
+    (``nvrtc`` or ``nvcc``), else NVRTC of TensorFlow's CUDA major version (pip's
+    ``nvidia-cuda-nvrtc-cu12``, which ``tensorflow[and-cuda]`` installs), else a matching nvcc."""
+    from zsm_tf.ops import nvrtc
+
+    want = tf_cuda_version()
+    if want is None:
+        return None, "TensorFlow is not a CUDA build"
+    choice = os.environ.get("ZSM_TF_CUDA_COMPILER", "").strip().lower()
+    if choice not in ("", "nvrtc", "nvcc"):
+        raise RuntimeError(f"ZSM_TF_CUDA_COMPILER must be nvrtc or nvcc, got {choice!r}")
+    whys = []
+    if choice in ("", "nvrtc"):
+        nv, why = nvrtc.find_nvrtc(int(want.split(".")[0]))
+        if nv is not None:
+            return CudaCompiler("nvrtc", nv.version, nv.path, nv.found_in, nv), None
+        whys.append(why + f" (pip install 'nvidia-cuda-nvrtc-cu{want.split('.')[0]}', which "
+                          f"the gpu extra, tensorflow[and-cuda], installs)")
+    if choice in ("", "nvcc"):
+        nvcc, why = find_nvcc()
+        if nvcc is not None:
+            return CudaCompiler("nvcc", nvcc.version, nvcc.path, nvcc.found_in, nvcc), None
+        whys.append(why)
+    return None, "; ".join(whys)
+
+
 def _visible_gpu_archs() -> list[str]:
     archs = []
     for gpu in tf.config.list_physical_devices("GPU"):
         cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
         if cc:
             archs.append(f"sm_{cc[0]}{cc[1]}")
-    archs = sorted(set(archs))
-    return archs + [archs[-1].replace("sm_", "compute_")] if archs else []
+    return sorted(set(archs), key=lambda a: int(a[3:]))
 
 
-def cuda_archs(nvcc: Nvcc) -> tuple[list[str], list[str]]:
-    """(targets to compile for, notes): ``$ZSM_TF_CUDA_ARCH``, or TensorFlow's list, less what
-    this nvcc cannot compile; PTX of the newest target is added when the list has none."""
+def _target_number(a: str) -> int:
+    return int(re.sub(r"\D", "", a))
+
+
+def cuda_archs(compiler: CudaCompiler) -> tuple[list[str], list[str]]:
+    """(targets to compile for, notes): ``$ZSM_TF_CUDA_ARCH``, or TensorFlow's list plus the
+    visible GPUs' own ``sm_XY``, less what the compiler cannot compile; PTX of the newest target
+    is added when the list has none."""
     notes = []
     spec = os.environ.get("ZSM_TF_CUDA_ARCH", "").strip()
     if spec == "native":
@@ -247,30 +284,44 @@ def cuda_archs(nvcc: Nvcc) -> tuple[list[str], list[str]]:
         archs = [a for a in re.split(r"[,\s]+", spec) if a]
     if not archs:
         archs = tf_cuda_archs() or ["sm_60", "sm_70", "sm_80", "sm_89", "compute_90"]
-    bad = [a for a in archs if not re.fullmatch(r"(sm|compute)_\d+[a-z]?", a)]
+        archs += [a for a in _visible_gpu_archs() if a not in archs]  # cubins for these GPUs
+    bad = [a for a in archs if not re.fullmatch(r"(sm|compute)_\d+", a)]
     if bad:
-        raise RuntimeError(f"bad CUDA target(s) {bad}: use sm_XY (SASS) or compute_XY (PTX)")
-    real, virtual = _nvcc_supported(nvcc)
+        raise RuntimeError(f"bad CUDA target(s) {bad}: use sm_XY (cubin) or compute_XY (PTX)")
+    real, virtual = compiler.supported()
     if real or virtual:
         dropped = [a for a in archs if a not in (real if a.startswith("sm_") else virtual)]
         if dropped:
-            notes.append(f"nvcc {nvcc.version_str} cannot compile {', '.join(dropped)}")
+            notes.append(f"{compiler.kind} {compiler.version_str} cannot compile "
+                         f"{', '.join(dropped)}")
         archs = [a for a in archs if a not in dropped]
         if not archs:
-            raise RuntimeError(f"nvcc {nvcc.version_str} supports none of the CUDA targets")
+            raise RuntimeError(f"{compiler.kind} {compiler.version_str} supports none of the "
+                               f"CUDA targets")
+    archs = list(dict.fromkeys(archs))
     if not any(a.startswith("compute_") for a in archs):
-        newest = max(archs, key=lambda a: int(re.sub(r"\D", "", a)))
-        archs.append(newest.replace("sm_", "compute_"))
+        archs.append(max(archs, key=_target_number).replace("sm_", "compute_"))
     return archs, notes
 
 
-def _gencode(archs: list[str]) -> list[str]:
-    out = []
+def _nvcc_images(nvcc: Nvcc, src: Path, archs: list[str], tmp: str):
+    """[nvrtc.Image] of every target compiled by nvcc (``-cubin`` / ``-ptx``)."""
+    import time
+
+    from zsm_tf.ops import nvrtc
+
+    images = []
     for a in archs:
-        num = a.split("_", 1)[1]
-        code = a if a.startswith("sm_") else f"compute_{num}"
-        out.append(f"-gencode=arch=compute_{num},code={code}")
-    return out
+        cubin = a.startswith("sm_")
+        out = os.path.join(tmp, f"{a}.{'cubin' if cubin else 'ptx'}")
+        t0 = time.perf_counter()
+        log = _run([nvcc.path, "-cubin" if cubin else "-ptx", f"-arch={a}", "-O3", "-std=c++17",
+                    "-Wno-deprecated-gpu-targets", f"-I{src}", "-x", "cu",
+                    str(src / nvrtc.KERNEL_SOURCE), "-o", out])
+        data = Path(out).read_bytes()
+        images.append(nvrtc.Image(a, data if cubin else None, "" if cubin else data.decode(),
+                                  log.strip(), time.perf_counter() - t0))
+    return images
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,6 +333,7 @@ class _Plan:
     name: str                  # library file name in the cache
     steps: list                # build steps; each a list of commands run together
     info: dict = field(default_factory=dict)
+    prepare: object = None     # callable(tmp_dir) run before the steps (writes generated sources)
 
 
 def _cpu_fingerprint() -> str:
@@ -295,8 +347,8 @@ def _cpu_fingerprint() -> str:
     return info
 
 
-def _cuda_wanted() -> tuple[Nvcc | None, str | None]:
-    """(nvcc, None) when the CUDA kernels are to be built, else (None, why not)."""
+def _cuda_wanted() -> tuple[CudaCompiler | None, str | None]:
+    """(compiler, None) when the CUDA kernels are to be built, else (None, why not)."""
     flag = os.environ.get("ZSM_TF_OP_CUDA", "").strip()
     if flag == "0":
         return None, "ZSM_TF_OP_CUDA=0"
@@ -304,10 +356,27 @@ def _cuda_wanted() -> tuple[Nvcc | None, str | None]:
         return None, "TensorFlow is not a CUDA build"
     if flag != "1" and not gpus_visible():
         return None, "no GPU visible (ZSM_TF_OP_CUDA=1 builds the CUDA kernels anyway)"
-    nvcc, why = find_nvcc()
-    if nvcc is None:
-        return None, why
-    return nvcc, None
+    return find_cuda_compiler()
+
+
+def _make_images(compiler: CudaCompiler, src: Path, archs: list[str], info: dict):
+    """The plan's prepare step: compiles the GPU images and writes ``{tmp}/gpu_images.cc``."""
+    from zsm_tf.ops import nvrtc
+
+    def prepare(tmp: str):
+        if compiler.kind == "nvrtc":
+            images = compiler.tool.compile_all(src / nvrtc.KERNEL_SOURCE, archs, [str(src)])
+        else:
+            images = _nvcc_images(compiler.tool, src, archs, tmp)
+        info["cuda_compile_seconds"] = {im.target: round(im.seconds, 2) for im in images}
+        info["cuda_images"] = {im.target: f"{im.kind} {len(im.data)} B" for im in images}
+        logs = {im.target: im.log for im in images if nvrtc.unexpected_log(im.log)}
+        if logs:
+            info.setdefault("cuda_notes", []).append(f"compiler messages: {logs}")
+        Path(tmp, "gpu_images.cc").write_text(
+            nvrtc.images_source(images, f"{compiler.kind} {compiler.version_str}",
+                                compiler.version))
+    return prepare
 
 
 def _plans(src: Path) -> list[_Plan]:
@@ -332,40 +401,45 @@ def _plans(src: Path) -> list[_Plan]:
     if march == "native":
         key.update(_cpu_fingerprint().encode())
     cflags.append(f"-I{src}")
-    op_cc, gpu_cc = str(src / "deform_im2col_op.cc"), str(src / "deform_im2col_gpu.cu.cc")
+    op_cc = str(src / "deform_im2col_op.cc")
     base = {"cxx": cxx, "march": march or None, "tf_version": tf.__version__,
             "tf_cuda_version": tf_cuda_version()}
     cpu_key = key.copy()
     cpu = _Plan(f"deform_im2col_tf{tf.__version__}_cpu_{cpu_key.hexdigest()[:16]}.so",
                 [[[cxx, *cflags, "-shared", op_cc, "-o", "{out}", *lflags]]],
-                {**base, "cuda": False, "nvcc": None, "nvcc_version": None, "cuda_archs": []})
+                {**base, "cuda": False, "cuda_compiler": None, "cuda_compiler_version": None,
+                 "cuda_archs": []})
 
-    nvcc, why = _cuda_wanted()
-    if nvcc is None:
+    try:
+        compiler, why = _cuda_wanted()
+        archs, notes = cuda_archs(compiler) if compiler else ([], [])
+    except RuntimeError as e:
+        compiler, why = None, str(e)
+    if compiler is None:
         cpu.info["cuda_skipped"] = why
         return [cpu]
-    try:
-        archs, notes = cuda_archs(nvcc)
-    except RuntimeError as e:
-        cpu.info["cuda_skipped"] = str(e)
-        return [cpu]
-    includes = _nvcc_include_dirs(nvcc)
-    key.update(repr((_run([nvcc.path, "--version"]), archs, includes)).encode())
-    nvcc_cmd = [nvcc.path, "-c", "-x", "cu", "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
-                "-Wno-deprecated-gpu-targets", *_gencode(archs), f"-I{src}",
-                *[f"-I{d}" for d in includes], gpu_cc, "-o", "{tmp}/gpu.o"]
-    cxx_cmd = [cxx, *cflags, *[f"-I{d}" for d in includes], "-DZSM_WITH_CUDA", "-c", op_cc,
-               "-o", "{tmp}/op.o"]
-    # No CUDA runtime of our own: the kernels' cuda* calls (and the fat-binary registration)
-    # resolve to TensorFlow's, exported by libtensorflow_framework; --no-undefined checks that.
+    from zsm_tf.ops import nvrtc
+
+    key.update(repr((compiler.kind, compiler.version, archs, nvrtc.OPTIONS)).encode())
+    key.update(Path(nvrtc.__file__).read_bytes())  # the image generator
+    if compiler.kind == "nvcc":
+        key.update(_run([compiler.path, "--version"]).encode())
+    cxx_cmd = [cxx, *cflags, "-DZSM_WITH_CUDA", "-c", op_cc, "-o", "{tmp}/op.o"]
+    img_cmd = [cxx, "-O1", "-fPIC", "-std=c++17", f"-I{src}", "-c", "{tmp}/gpu_images.cc",
+               "-o", "{tmp}/gpu_images.o"]
+    # No CUDA library is linked: the driver (libcuda.so.1) is opened at run time; dlopen is
+    # glibc's. --no-undefined checks that every other symbol resolves.
     no_undefined = ["-Wl,--no-undefined"] if sys.platform.startswith("linux") else []
-    link = [cxx, "-shared", "{tmp}/op.o", "{tmp}/gpu.o", "-o", "{out}", *lflags, *no_undefined]
+    link = [cxx, "-shared", "{tmp}/op.o", "{tmp}/gpu_images.o", "-o", "{out}", *lflags,
+            *no_undefined]
+    info = {**base, "cuda": True, "cuda_compiler": compiler.kind,
+            "cuda_compiler_version": compiler.version_str, "cuda_compiler_path": compiler.path,
+            "cuda_compiler_found_in": compiler.found_in, "cuda_archs": archs,
+            "cuda_notes": notes}
     cuda = _Plan(f"deform_im2col_tf{tf.__version__}_cuda_{key.hexdigest()[:16]}.so",
-                 [[nvcc_cmd, cxx_cmd], [link]],
-                 {**base, "cuda": True, "nvcc": nvcc.path, "nvcc_found_in": nvcc.found_in,
-                  "nvcc_version": nvcc.version_str, "cuda_archs": archs, "cuda_notes": notes,
-                  "cuda_include_dirs": includes})
+                 [[cxx_cmd, img_cmd], [link]], info, _make_images(compiler, src, archs, info))
     return [cuda, cpu]
+
 
 
 @contextlib.contextmanager
@@ -392,18 +466,31 @@ def _exclusive(path: Path):
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _cached(plan: _Plan, lib: Path, meta: Path) -> Path:
+    """A library already in the cache: what its build measured joins the plan's info."""
+    with contextlib.suppress(OSError, ValueError):
+        saved = json.loads(meta.read_text())
+        for k in ("cuda_compile_seconds", "cuda_images", "build_seconds"):
+            if k in saved:
+                plan.info[k] = saved[k]
+    return lib
+
+
 def _build_plan(plan: _Plan, verbose: bool = False) -> Path:
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     lib, meta = cache / plan.name, cache / (plan.name + ".json")
     if lib.is_file():
-        return lib
+        return _cached(plan, lib, meta)
     with _exclusive(cache / (plan.name + ".lock")):  # one builder at a time
         if lib.is_file():
-            return lib
+            return _cached(plan, lib, meta)
+        t0 = time.perf_counter()
         tmp = tempfile.mkdtemp(prefix=".build-", dir=cache)
         try:
             out = os.path.join(tmp, plan.name)
+            if plan.prepare is not None:
+                plan.prepare(tmp)
             for step in plan.steps:
                 cmds = [[a.format(tmp=tmp, out=out) for a in cmd] for cmd in step]
                 if verbose:
@@ -417,6 +504,7 @@ def _build_plan(plan: _Plan, verbose: bool = False) -> Path:
                         (cache / (plan.name + ".log")).write_text(" ".join(cmd) + "\n" + log)
                         raise RuntimeError(f"compiling the op failed, see "
                                            f"{cache / (plan.name + '.log')}:\n{log[-2000:]}")
+            plan.info["build_seconds"] = round(time.perf_counter() - t0, 1)
             meta_tmp = os.path.join(tmp, "meta.json")
             Path(meta_tmp).write_text(json.dumps(plan.info, indent=1))
             os.replace(meta_tmp, meta)
@@ -454,6 +542,66 @@ def _build_and_load(verbose: bool, load: bool):
     raise AssertionError("unreachable")
 
 
+def cuda_driver_version() -> int | None:
+    """``cuDriverGetVersion`` of the installed NVIDIA driver (12040 for 12.4), None without one."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        v = ctypes.c_int()
+        return v.value if cuda.cuDriverGetVersion(ctypes.byref(v)) == 0 else None
+    except (OSError, AttributeError):
+        return None
+
+
+def gpu_image_warnings(library: str, capabilities, driver_version: int | None) -> list[str]:
+    """What the op library's GPU images mean for GPUs of these compute capabilities
+    ([(major, minor)]) under this driver: one line per GPU that has no image, or only a PTX
+    image newer than the driver (which would fail to load with CUDA error 222 at the first
+    launch). Empty when every GPU has a cubin (or usable PTX)."""
+    import ctypes
+
+    lib = ctypes.CDLL(library)
+    lib.zsm_tf_gpu_images.restype = ctypes.c_char_p
+    compiler, listed = lib.zsm_tf_gpu_images().decode().split(";")
+    images = [item.split(":") for item in listed.split(",") if item]
+    cversion = tuple(int(x) for x in compiler.split()[1].split("."))
+    out = []
+    for major, minor in capabilities:
+        gpu = f"sm_{major}{minor}"
+        i = lib.zsm_tf_choose_image(int(major), int(minor))
+        if i < 0:
+            out.append(f"zsm_tf: the op's GPU images ({', '.join(t for t, *_ in images)}) have "
+                       f"none for this {gpu} GPU: its GPU kernels will fail; rebuild with "
+                       f"ZSM_TF_CUDA_ARCH={gpu}")
+        elif images[i][1] == "ptx" and driver_version is not None and \
+                driver_version < cversion[0] * 1000 + cversion[1] * 10:
+            out.append(f"zsm_tf: this {gpu} GPU has no cubin in the op and would run the "
+                       f"{images[i][0]} PTX of {compiler}, newer than the NVIDIA driver "
+                       f"({driver_version // 1000}.{driver_version % 1000 // 10}): it would fail "
+                       f"to load (CUDA error 222). Update the driver, or rebuild for this GPU "
+                       f"(ZSM_TF_CUDA_ARCH={gpu}, or unset it: the visible GPUs get cubins)")
+    return out
+
+
+def _check_gpu_images(info: dict):
+    """One warning per problem of the loaded library's GPU images on the visible GPUs."""
+    if not info.get("cuda"):
+        return
+    ccs = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if cc:
+            ccs.append(tuple(cc))
+    if ccs:
+        try:
+            lines = gpu_image_warnings(info["library"], sorted(set(ccs)), cuda_driver_version())
+        except (OSError, AttributeError, ValueError, IndexError) as e:  # never breaks loading
+            lines = [f"zsm_tf: cannot check the op's GPU images: {e}"]
+        for line in lines:
+            _warn_once(line, line)
+
+
 def _register_gradient(lib):
     def grad(op, grad_columns):
         attrs = {a: op.get_attr(a) for a in _ATTRS}
@@ -488,6 +636,7 @@ def load():
                 _, lib, info = _build_and_load(False, load=True)
                 _register_gradient(lib)
                 _lib, _info = lib, info
+                _check_gpu_images(info)
                 if os.environ.get("ZSM_TF_OP_CUDA", "").strip() == "1" and not info["cuda"]:
                     _warn_once("cuda", f"zsm_tf: ZSM_TF_OP_CUDA=1 but the deformable op "
                                               f"was built CPU-only: {info.get('cuda_skipped')}")
@@ -525,9 +674,11 @@ def has_cuda_kernels() -> bool:
 
 def build_info() -> dict:
     """What was built and loaded (building and loading it on the first call): ``library`` (path or
-    None), ``cuda`` (CUDA kernels compiled in), ``registered_devices`` (kernel device types in
-    this process), ``nvcc``, ``nvcc_version``, ``cuda_archs``, ``cuda_skipped`` (why there are
-    no CUDA kernels), ``tf_cuda_version``, ``cxx``, ``march``, ``error`` (why there is no op)."""
+    None), ``cuda`` (GPU kernels compiled in), ``registered_devices`` (kernel device types in
+    this process), ``cuda_compiler`` (``"nvrtc"`` or ``"nvcc"``), ``cuda_compiler_version``,
+    ``cuda_archs`` (targets), ``cuda_images``, ``cuda_compile_seconds`` (per target),
+    ``cuda_skipped`` (why there are no GPU kernels), ``tf_cuda_version``, ``cxx``, ``march``,
+    ``build_seconds``, ``error`` (why there is no op)."""
     if load() is None:
         return {"library": None, "cuda": False, "registered_devices": [],
                 "error": unavailable_reason()}
