@@ -84,9 +84,9 @@ def resolve_impl(impl: str) -> str:
             "auto-no-cuda",
             f"zsm_tf: GPUs are visible but the compiled deformable op has no CUDA kernels "
             f"({why}), so impl='auto' uses the gather path, which runs on the GPU. For the CUDA "
-            f"kernels install a CUDA {(custom_op.tf_cuda_version() or '12').split('.')[0]}.x "
-            f"toolkit (nvcc), put it on PATH or set CUDA_HOME, and run again (the op rebuilds); "
-            f"see docs/custom_op.md.")
+            f"kernels install the gpu extra (pip install \"zsm-tf[gpu]\": tensorflow[and-cuda], "
+            f"which brings NVRTC {(custom_op.tf_cuda_version() or '12').split('.')[0]}.x; no CUDA "
+            f"toolkit needed) and run again (the op rebuilds); see docs/custom_op.md.")
         return "gather"
     return "custom_op"
 
