@@ -92,14 +92,22 @@ def main(argv=None):
     print(f"first step (trace + run): {time.perf_counter() - t0:.1f} s", flush=True)
     for _ in range(args.warmup):
         float(step(it))
+    import resource
+
+    def cpu_s():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     times = []
+    c0 = cpu_s()
     for _ in range(args.steps):
         t0 = time.perf_counter()
         float(step(it))
         times.append(time.perf_counter() - t0)
     mean = sum(times) / len(times)
     print(f"step: {mean:.3f} s (min {min(times):.3f}) -> {args.batch / mean:.2f} samples/s "
-          f"({args.steps} timed steps)")
+          f"({args.steps} timed steps); {(cpu_s() - c0) / args.steps:.2f} CPU-s per step "
+          f"(steadier than wall time on a shared machine)")
     return 0
 
 
