@@ -168,8 +168,12 @@ class ZoomingSlowMo(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        """Keeps ``dtype``: float64 and mixed-precision models come back as they were saved."""
-        config = dict(config)
+        """Keeps ``dtype``: float64 and mixed-precision models come back as they were saved.
+        A run's record (``model_config.json``) is accepted: its inference settings are not
+        constructor arguments (:mod:`zsm_tf.run_dir`)."""
+        from zsm_tf.run_dir import SETTING_KEYS
+
+        config = {k: v for k, v in config.items() if k not in SETTING_KEYS}
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)

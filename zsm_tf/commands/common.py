@@ -28,7 +28,8 @@ import sys
 
 from zsm_tf.errors import one_line
 from zsm_tf.io.formats import MediaError
-from zsm_tf.loading import CONFIG_NAME, ModelLoadError
+from zsm_tf.loading import ModelLoadError
+from zsm_tf.run_dir import CONFIG_NAME
 
 
 class CommandError(Exception):
@@ -137,18 +138,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="average the outputs of the 4 flips (4x slower, slightly better)")
 
 
+# the upscaler's argument -> the option that sets it
+SETTING_FLAGS = {"window": "--window", "tile": "--tile", "overlap": "--tile-overlap",
+                 "batch": "--batch"}
+
+
 def check_model_args(args) -> None:
-    if args.window is not None and args.window < 2:
-        raise ValueError(f"--window must be at least 2, got {args.window}")
-    if args.tile is not None and (args.tile < 16 or args.tile % 4):
-        raise ValueError(f"--tile must be a multiple of 4 and at least 16, got {args.tile}")
-    if args.tile_overlap is not None:
-        if args.tile is None:
-            raise ValueError("--tile-overlap needs --tile")
-        if not 0 <= args.tile_overlap < args.tile or args.tile_overlap % 4:
-            raise ValueError(f"--tile-overlap must be a multiple of 4 in [0, tile), got {args.tile_overlap}")
-    if args.batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    """The upscaler's own validation (:func:`zsm_tf.inference.check_settings`), said with the
+    options' names."""
+    from zsm_tf.inference import UpscaleSettingError, check_settings
+
+    if args.tile_overlap is not None and args.tile is None:
+        raise ValueError("--tile-overlap needs --tile")
+    try:
+        check_settings(args.window, args.tile, args.tile_overlap, args.batch)
+    except UpscaleSettingError as e:
+        raise ValueError(f"{SETTING_FLAGS[e.name]} {e.problem}") from None
 
 
 def weights_path(args):
@@ -159,20 +164,17 @@ def weights_path(args):
 
 
 def build_upscaler(args, model, pipeline=False):
-    """The :class:`~zsm_tf.inference.SpaceTimeUpscaler` that the model options of ``args`` ask for
-    (window, tiles, memory budget and precision default to the weights' recorded settings)."""
-    from zsm_tf.inference import DEFAULT_WINDOW, SpaceTimeUpscaler, trained_settings
+    """The :class:`~zsm_tf.inference.SpaceTimeUpscaler` that the model options of ``args`` ask
+    for; an option not given leaves the library's default (the model's record: window, bf16 cost;
+    automatic tiles; the default memory budget), so the tool and the library agree."""
+    from zsm_tf.inference import SpaceTimeUpscaler
     from zsm_tf.memory import parse_size
 
-    trained = trained_settings(getattr(args, "weights", None), getattr(args, "config", None))
-    window = args.window or int(trained.get("window", DEFAULT_WINDOW))
-    max_memory = getattr(args, "max_memory", None)
-    return SpaceTimeUpscaler(model, window=window, tile=args.tile or "auto", overlap=args.tile_overlap,
-                             self_ensemble=args.self_ensemble, batch=args.batch,
-                             precision=getattr(args, "precision", "float32"),
-                             bf16_cost_db=trained.get("bf16_psnr_cost_db"),
-                             max_memory=parse_size(max_memory) if max_memory else None,
-                             pipeline=pipeline)
+    given = {"window": args.window, "tile": args.tile, "overlap": args.tile_overlap,
+             "precision": getattr(args, "precision", None),
+             "max_memory": parse_size(args.max_memory) if getattr(args, "max_memory", None) else None}
+    return SpaceTimeUpscaler(model, self_ensemble=args.self_ensemble, batch=args.batch,
+                             pipeline=pipeline, **{k: v for k, v in given.items() if v is not None})
 
 
 def quiet_tf() -> None:

@@ -19,18 +19,13 @@ and logging identical everywhere. The loop is the standard distributed custom lo
   continues with exactly the next batch, the same optimizer moments and the same
   learning-rate schedule position (``optimizer.iterations``).
 
-Output directory (relied on by other tools)::
-
-    OUTPUT/model_config.json     model.get_config(), written at start (chief)
-    OUTPUT/checkpoints/          tf.train checkpoints ("model" is the model's attribute name)
-    OUTPUT/final.weights.h5      model.save_weights at the end (chief)
-    OUTPUT/logs/train            TensorBoard: loss, lr (every step)
-    OUTPUT/logs/validation       TensorBoard: psnr, psnr_bicubic, strip (image)
+The output directory is a :class:`zsm_tf.run_dir.RunDir`: the record (``model_config.json``:
+architecture and the window of the training clips) written at start, ``checkpoints/``,
+``final.weights.h5`` at the end, ``logs/train`` and ``logs/validation`` (all by the chief).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -42,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from zsm_tf.data import fixed_batch, make_source, train_dataset
+from zsm_tf.run_dir import InferenceSettings, ModelRecord, RunDir, window_of_clip
 from zsm_tf.training.callbacks import CheckpointCallback, TrainingLog, ValidationCallback
 from zsm_tf.training.loss import replica_loss
 from zsm_tf.training.optimizer import make_adam
@@ -105,7 +101,8 @@ class Trainer:
                  verbose=True):
         self.cfg = cfg
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.out = Path(output_dir)
+        self.run_dir = RunDir(output_dir)
+        self.out = self.run_dir.path
         self.chief, self.task_type, self.task_id, self.num_workers = worker_info(self.strategy)
         self.verbose = verbose and self.chief
         d, t = cfg["data"], cfg["train"]
@@ -167,7 +164,7 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               step=self.step_var, samples_seen=self.samples_var,
                                               data_seed=self.seed_var)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.ckpt_dir = self.run_dir.checkpoints
         self.scratch = None
         if self.chief:
             directory = self.ckpt_dir
@@ -212,9 +209,9 @@ class Trainer:
     def _write_model_config(self):
         if not self.chief:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        config = self.model.get_config()
-        (self.out / "model_config.json").write_text(json.dumps(config, indent=2, default=str))
+        window = window_of_clip(self.cfg["data"]["frames"])
+        self.run_dir.write_record(ModelRecord(self.model.get_config(),
+                                              InferenceSettings(window=window)))
 
     # ------------------------------------------------------------------ steps
     def _make_train_step(self):
@@ -293,10 +290,10 @@ class Trainer:
         writer = None
         val_writer = None
         if self.chief:
-            writer = tf.summary.create_file_writer(os.fspath(self.out / "logs" / "train"))
+            writer = tf.summary.create_file_writer(os.fspath(self.run_dir.logs("train")))
             if self.val_source is not None:
                 val_writer = tf.summary.create_file_writer(
-                    os.fspath(self.out / "logs" / "validation"))
+                    os.fspath(self.run_dir.logs("validation")))
         callbacks = [TrainingLog(writer, initial_step=start)]
         if self.val_source is not None:
             vlr, vhr = fixed_batch(self.val_source, int(self.cfg["data"]["val_clips"]),
@@ -359,7 +356,8 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end()
         if self.chief:
-            path = self.out / "final.weights.h5"
+            path = self.run_dir.final_weights
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.model.save_weights(os.fspath(path))
             self._log(f"Saved {path}")
         if writer is not None:
