@@ -224,11 +224,11 @@ def shipped_weights() -> str:
     """The ``.weights.h5`` shipped in ``zsm_tf/weights/``, or :class:`ModelLoadError`."""
     found = sorted(glob.glob(os.path.join(SHIPPED_WEIGHTS_DIR, "*.weights.h5")))
     if not found:
-        raise ModelLoadError(f"no shipped weights in {SHIPPED_WEIGHTS_DIR}; pass --weights PATH (a "
+        raise ModelLoadError(f"no shipped weights in {SHIPPED_WEIGHTS_DIR}; name a model (a "
                              f".weights.h5 from 'zsm-tf convert-weights' or from training)")
     if len(found) > 1:
         raise ModelLoadError(f"several weight files in {SHIPPED_WEIGHTS_DIR} "
-                             f"({', '.join(os.path.basename(p) for p in found)}); pick one with --weights")
+                             f"({', '.join(os.path.basename(p) for p in found)}); name one")
     return found[0]
 
 

@@ -23,6 +23,7 @@ shows tracebacks, ``-q`` silences progress.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -146,21 +147,24 @@ SETTING_FLAGS = {"window": "--window", "tile": "--tile", "overlap": "--tile-over
 def check_model_args(args) -> None:
     """The upscaler's own validation (:func:`zsm_tf.inference.check_settings`), said with the
     options' names."""
-    from zsm_tf.inference import UpscaleSettingError, check_settings
+    from zsm_tf.inference import check_settings
 
     if args.tile_overlap is not None and args.tile is None:
         raise ValueError("--tile-overlap needs --tile")
-    try:
+    with options_named():
         check_settings(args.window, args.tile, args.tile_overlap, args.batch)
-    except UpscaleSettingError as e:
-        raise ValueError(f"{SETTING_FLAGS[e.name]} {e.problem}") from None
 
 
 def weights_path(args):
     """The weights the command uses: ``--weights`` or the shipped ones."""
     from zsm_tf.loading import shipped_weights
 
-    return args.weights if getattr(args, "weights", None) else shipped_weights()
+    if getattr(args, "weights", None):
+        return args.weights
+    try:
+        return shipped_weights()
+    except ModelLoadError as e:   # the library says "name a model": the option that does
+        raise ModelLoadError(f"{e} with --weights PATH") from None
 
 
 def build_upscaler(args, model, pipeline=False):
@@ -175,6 +179,21 @@ def build_upscaler(args, model, pipeline=False):
              "max_memory": parse_size(args.max_memory) if getattr(args, "max_memory", None) else None}
     return SpaceTimeUpscaler(model, self_ensemble=args.self_ensemble, batch=args.batch,
                              pipeline=pipeline, **{k: v for k, v in given.items() if v is not None})
+
+
+@contextlib.contextmanager
+def options_named():
+    """Inside: the upscaler's typed errors (a bad setting, a budget that cannot fit) come out as
+    ``ValueError`` naming the options that set them."""
+    from zsm_tf.inference import UpscaleSettingError
+    from zsm_tf.memory import MemoryBudgetError
+
+    try:
+        yield
+    except UpscaleSettingError as e:
+        raise ValueError(f"{SETTING_FLAGS[e.name]} {e.problem}") from None
+    except MemoryBudgetError as e:
+        raise ValueError(e.advice("--max-memory", "--window")) from None
 
 
 def quiet_tf() -> None:

@@ -166,7 +166,10 @@ def run(args):
     # The strategy (and --cpu-replicas) must be set up before TensorFlow runs any op.
     from zsm_tf.training.strategy import make_strategy
 
-    strategy = make_strategy(args.strategy, args.cpu_replicas, args.tpu)
+    try:
+        strategy = make_strategy(args.strategy, args.cpu_replicas, args.tpu)
+    except ValueError as e:
+        raise SetupError(f"--strategy {args.strategy}: {_one_line(e)}") from None
     if args.deterministic:
         import tensorflow as tf
 

@@ -96,7 +96,3 @@ def load_config(path=None, overrides=None):
         raise ValueError(f"train.loss_reduction must be one of {REDUCTIONS}, "
                          f"got {t['loss_reduction']!r}")
     return cfg
-
-
-def dump_config(cfg) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
