@@ -101,20 +101,28 @@ class Task:
                            InferenceSettings(window=window_of_clip(self.cfg["data"]["frames"])))
 
     # ------------------------------------------------------------------ data
-    def build_sources(self):
-        """``(train source, validation source or None)`` from ``cfg["data"]``."""
+    def _source_args(self):
         d = self.cfg["data"]
-        common = dict(frames=int(d["frames"]), scale=self.scale, seed=int(d["seed"]),
-                      lr_dir=d["lr_dir"], video_resize=float(d["video_resize"]))
-        source = make_source(d["source"], hr_patch=int(d["lr_patch"]) * self.scale, **common)
-        val = None
-        if int(d["val_clips"] or 0) > 0:
-            try:
-                val = make_source(d["source"], hr_patch=int(d["val_lr_patch"]) * self.scale,
-                                  validation=True, limit=int(d["val_clips"]), **common)
-            except (OSError, ValueError) as e:
-                self.log(f"validation disabled: {e}")
-        return source, val
+        return dict(frames=int(d["frames"]), scale=self.scale, seed=int(d["seed"]),
+                    lr_dir=d["lr_dir"], video_resize=float(d["video_resize"]))
+
+    def build_source(self):
+        """The training source of ``cfg["data"]``."""
+        d = self.cfg["data"]
+        return make_source(d["source"], hr_patch=int(d["lr_patch"]) * self.scale,
+                           **self._source_args())
+
+    def build_val_source(self):
+        """The validation source (``data.val_clips`` clips), or None."""
+        d = self.cfg["data"]
+        if int(d["val_clips"] or 0) <= 0:
+            return None
+        try:
+            return make_source(d["source"], hr_patch=int(d["val_lr_patch"]) * self.scale,
+                               validation=True, limit=int(d["val_clips"]), **self._source_args())
+        except (OSError, ValueError) as e:
+            self.log(f"validation disabled: {e}")
+            return None
 
     def dataset(self, strategy, source, seed, start_sample):
         """The distributed training input from sample ``start_sample`` of the seeded stream."""

@@ -102,10 +102,8 @@ class Trainer:
         if self.global_batch % self.strategy.num_replicas_in_sync:
             raise ValueError(f"global batch {self.global_batch} is not divisible by the "
                              f"{self.strategy.num_replicas_in_sync} replicas")
-        if source is None:
-            source, made_val = self.task.build_sources()
-            val_source = made_val if val_source is None else val_source
-        self.source, self.val_source = source, val_source
+        self.source = source or self.task.build_source()
+        self.val_source = val_source if val_source is not None else self.task.build_val_source()
         self._log(f"Training data: {self.source.describe()}")
         if self.val_source is not None:
             self._log(f"Validation data: {self.cfg['data']['val_clips']} clip(s) of "
