@@ -114,6 +114,11 @@ def test_library_defaults_are_the_command_lines(tiny_run):
         bad = upscale.build_parser().parse_args(["in.mp4", "out.mp4", *argv])
         with pytest.raises(ValueError, match=f"^{flag} must"):
             check_model_args(bad)
+    with pytest.raises(ValueError, match="^--max-memory cannot read memory size 'lots'"):
+        build_upscaler(upscale.build_parser().parse_args(["i", "o", "--max-memory", "lots"]), model)
+    import zsm_tf
+
+    assert zsm_tf.SpaceTimeUpscaler is SpaceTimeUpscaler   # what a library user calls
 
 
 def test_measure_bf16_cost_and_ship(tiny_run, tmp_path):

@@ -174,9 +174,13 @@ def build_upscaler(args, model, pipeline=False):
     from zsm_tf.inference import SpaceTimeUpscaler
     from zsm_tf.memory import parse_size
 
+    max_memory = getattr(args, "max_memory", None)
+    try:
+        max_memory = parse_size(max_memory) if max_memory else None
+    except ValueError as e:
+        raise ValueError(f"--max-memory {e}") from None
     given = {"window": args.window, "tile": args.tile, "overlap": args.tile_overlap,
-             "precision": getattr(args, "precision", None),
-             "max_memory": parse_size(args.max_memory) if getattr(args, "max_memory", None) else None}
+             "precision": getattr(args, "precision", None), "max_memory": max_memory}
     return SpaceTimeUpscaler(model, self_ensemble=args.self_ensemble, batch=args.batch,
                              pipeline=pipeline, **{k: v for k, v in given.items() if v is not None})
 
