@@ -19,9 +19,10 @@ HELD_OUT = ("again.mkv", "night.mkv", "thanks.mkv", "yes.mkv", "realshort.mp4")
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 
 
-def heldout_scores(model, videos=DEFAULT_VIDEOS, frames=13, window=4, clips=HELD_OUT,
+def heldout_scores(model, videos=DEFAULT_VIDEOS, frames=13, window=None, clips=HELD_OUT,
                    precision="float32"):
-    """[(clip name, evaluate_clip result)] and their average, for the first ``frames`` frames."""
+    """[(clip name, evaluate_clip result)] and their average, for the first ``frames`` frames
+    (``window`` None: the model's training window, from its record)."""
     from zsm_tf.evaluation import average_of, evaluate_clip, mod_crop
     from zsm_tf.inference import SpaceTimeUpscaler
     from zsm_tf.io import open_source
@@ -41,16 +42,19 @@ def main():
     parser.add_argument("--weights", help="a .weights.h5 or a training run dir (default: the "
                                           "shipped weights)")
     parser.add_argument("--videos", default=str(DEFAULT_VIDEOS))
-    parser.add_argument("--window", type=int, default=4,
-                        help="input frames per model call (default 4: the training window, as zsm-tf upscale)")
+    parser.add_argument("--window", type=int,
+                        help="input frames per model call (default: the weights' training window, "
+                             "from their record, as zsm-tf upscale)")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--json", help="also write the per-clip numbers to this file")
     args = parser.parse_args()
 
     from zsm_tf.evaluation import format_table
     from zsm_tf.loading import load_model, shipped_weights
+    from zsm_tf.run_dir import settings_of
 
     model = load_model(args.weights or shipped_weights())
+    args.window = args.window or settings_of(model).default_window
     rows, avg = heldout_scores(model, args.videos, args.frames, window=args.window,
                                precision=args.precision)
     print(f"window {args.window}, {args.precision}, first {args.frames} frames")

@@ -135,11 +135,13 @@ def scores(outputs, hr):
 
 def evaluate(hr, methods, model=None, ffmpeg_order="interpolate-first", window=None):
     """{method: scores} for one clip's HR frames (None for ffmpeg without a binary). ``window``:
-    input frames per model call (default: the shipped weights' training window, as the CLI)."""
-    from zsm_tf.evaluation import baseline_frames, downscale
-    from zsm_tf.inference import DEFAULT_WINDOW, SpaceTimeUpscaler, trained_settings
+    input frames per model call (default: the model's training window, as the CLI)."""
+    from zsm_tf.degradation import downscale_image as downscale
+    from zsm_tf.evaluation import baseline_frames
+    from zsm_tf.inference import SpaceTimeUpscaler
+    from zsm_tf.run_dir import settings_of
 
-    window = window or int(trained_settings().get("window", DEFAULT_WINDOW))
+    window = window or settings_of(model).default_window
 
     lr = [downscale(f) for f in hr[::2]]
     res = {}

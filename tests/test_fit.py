@@ -28,8 +28,8 @@ def _run(out):
 
     from zsm_tf import ZoomingSlowMo
     from zsm_tf.data import SyntheticClips, fixed_batch
+    from zsm_tf.recipe.optimizer import TorchAdam
     from zsm_tf.training.callbacks import CheckpointCallback, TrainingLog, ValidationCallback
-    from zsm_tf.training.optimizer import TorchAdam
 
     out = Path(out)
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})  # fast start

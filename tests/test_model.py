@@ -180,7 +180,8 @@ def test_convert_weights_cli(golden, shared_dir, tmp_path):
     out = tmp_path / "zsm_small.weights.h5"
     assert main(["convert-weights", str(shared_dir / "golden" / "zsm_small.npz"), str(out)]) == 0
     config = json.loads((tmp_path / "model_config.json").read_text())
-    model = ZoomingSlowMo.from_config(config)
+    assert config["window"] == 4   # the record: the authors' training window (7-frame clips)
+    model = ZoomingSlowMo.from_config(config)   # a record is a config
     model.load_weights(out)
     sd, frames, expected = golden
     assert np.abs(model(frames.astype(np.float32)).numpy() - expected).max() <= 1e-5

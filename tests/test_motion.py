@@ -103,7 +103,7 @@ def test_motion_base_beats_blend_on_real_fast_motion(shared_dir):
     new frame is far closer to the real one than blending (bench/quality.py's protocol)."""
     from itertools import islice
 
-    from zsm_tf.evaluation import downscale
+    from zsm_tf.degradation import downscale_image as downscale
     from zsm_tf.inference import to_uint8
     from zsm_tf.io import open_source
     from zsm_tf.metrics import psnr_y

@@ -137,3 +137,23 @@ def test_layout_of_the_package():
         assert len(path.read_text().splitlines()) < 300, path   # one concern each
     loaders = [p for p in (ROOT / "zsm_tf").rglob("*.py") if "def load_model(" in p.read_text()]
     assert loaders == [Path(loading.__file__)], loaders
+
+
+def test_one_record_one_recipe_one_of_each():
+    """Issue 21: the run folder's layout is written once (zsm_tf/run_dir.py); the model's compile
+    defaults need no import of training (no loop model -> training -> model); one degradation,
+    one PSNR, one Vimeo list reader, one validation of the upscaler's settings."""
+    package = ROOT / "zsm_tf"
+    sources = {p.relative_to(package).as_posix(): p.read_text() for p in package.rglob("*.py")}
+    for literal in ('"model_config.json"', '"final.weights.h5"', '"checkpoints"'):
+        assert [k for k, v in sources.items() if literal in v] == ["run_dir.py"], literal
+    assert not any("def trained_settings(" in v for v in sources.values())
+    for rel in ["model.py", *(k for k in sources if k.startswith("recipe/"))]:
+        assert not [n for n in _imports(package / rel) if n.startswith("zsm_tf.training")], rel
+    assert "zsm_tf.model" not in _imports(package / "training" / "trainer.py")   # the task builds it
+    for name, owner in [("def downscale(", "degradation.py"), ("def psnr(", "metrics.py"),
+                        ("def read_list(", "data/vimeo.py"), ("def check_settings(", "inference.py"),
+                        ("def version_path(", "serving/saved_model.py")]:
+        assert [k for k, v in sources.items() if name in v] == [owner], name
+    for dead in ("def num_outputs(", "def dump_config(", "def tf_config_for("):
+        assert not any(dead in v for v in sources.values()), dead

@@ -108,8 +108,8 @@ def test_model_keras_file_keeps_dtype(tmp_path, dtype):
 
 
 def test_compile_defaults_to_the_papers_setup(tmp_path):
+    from zsm_tf.recipe.optimizer import TorchAdam
     from zsm_tf.training import CharbonnierLoss, CosineAnnealingRestarts
-    from zsm_tf.training.optimizer import TorchAdam
 
     model = ZoomingSlowMo(nf=NF, groups=1, front_rbs=1, back_rbs=1, deform_impl="gather")
     model.compile()

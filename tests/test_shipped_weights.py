@@ -77,7 +77,8 @@ def test_upscale_cli_uses_the_shipped_weights(shipped, shared_dir, tmp_path, cap
     bicubic + blending."""
     from PIL import Image
 
-    from zsm_tf.evaluation import baseline_frames, downscale
+    from zsm_tf.degradation import downscale_image as downscale
+    from zsm_tf.evaluation import baseline_frames
     from zsm_tf.io import open_source
     from zsm_tf.metrics import psnr_y
 

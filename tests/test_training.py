@@ -101,6 +101,12 @@ def test_mirrored_two_cpu_replicas_matches_one_device(tmp_path):
     run = tmp_path / "mirrored"
     for name in ("model_config.json", "final.weights.h5", "checkpoints/checkpoint", "logs"):
         assert (run / name).exists(), name
+    # the record: the architecture and the window of the training clips (smoke: 7 HR frames)
+    from zsm_tf.run_dir import RunDir, window_of_clip
+
+    record = RunDir(run).read_record()
+    assert record.settings.window == window_of_clip(load_config(SMOKE)["data"]["frames"]) == 4
+    assert record.architecture["nf"] == load_config(SMOKE)["model"]["nf"]
     assert "validation PSNR" in out
     val = read_scalars(run / "logs" / "validation")
     assert [s for s, _ in val["psnr"]] == [0, 2] and val["psnr_bicubic"][0][1] > 15

@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from zsm_tf import ZoomingSlowMo
 from zsm_tf.official_checkpoint import load_official_state_dict, torch_to_keras
+from zsm_tf.recipe.loss import replica_loss
+from zsm_tf.recipe.optimizer import TorchAdam, make_adam
 from zsm_tf.training import load_config
-from zsm_tf.training.loss import replica_loss
-from zsm_tf.training.optimizer import TorchAdam, make_adam
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,45 +1,92 @@
 """Copy a training run's model into zsm_tf/weights/ as the weights `zsm-tf upscale` loads by
-default: ``<name>.weights.h5`` and ``model_config.json`` (replacing what is there).
+default: ``<name>.weights.h5`` and its record ``model_config.json`` (replacing what is there).
 
-    python tools/ship_weights.py runs/shipped [--name zsm_realclips_small]
+    python tools/ship_weights.py runs/shipped [--name zsm_realclips_small] [--frames 9]
+    python tools/ship_weights.py runs/shipped --bf16-cost 0.007   # a cost measured elsewhere
 
-The run's latest checkpoint (else its final.weights.h5) is read with zsm_tf.load_model.
+The run's latest checkpoint (else its final.weights.h5) is read with zsm_tf.load_model. The
+record (zsm_tf/run_dir.py) is written by code, never by hand: ``window`` is the one training
+recorded (the input frames of its clips; ``--window`` for a run from before records); the
+bfloat16 cost ``bf16_psnr_cost_db`` is measured here with :func:`zsm_tf.precision.measure_bf16_cost`
+on the held-out clips of bench/heldout.py (``--videos``), or given with ``--bf16-cost`` (e.g.
+from ``python bench/heldout.py --precision bfloat16`` on a machine with bfloat16 units).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's zsm_tf, not an installed one
+sys.path.insert(0, str(ROOT / "bench"))
 WEIGHTS_DIR = ROOT / "zsm_tf" / "weights"
 
 
-def main():
+def held_out_clips(videos, frames):
+    """The first ``frames`` frames of each held-out clip of bench/heldout.py, mod-cropped."""
+    from heldout import HELD_OUT
+
+    from zsm_tf.evaluation import mod_crop
+    from zsm_tf.io import open_source
+
+    clips = []
+    for name in HELD_OUT:
+        with open_source(Path(videos) / name) as src:
+            clips.append([mod_crop(f) for f in islice(iter(src), frames)])
+    return clips
+
+
+def ship(model, record, dest, name) -> Path:
+    """Writes ``<name>.weights.h5`` and the record into ``dest`` (replacing any weights there)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        h5 = Path(tmp) / f"{name}.weights.h5"
+        model.save_weights(os.fspath(h5))
+        for old in dest.glob("*.weights.h5"):
+            old.unlink()
+        os.replace(h5, dest / h5.name)
+    from zsm_tf.run_dir import RunDir
+
+    RunDir(dest).write_record(record)
+    return dest / h5.name
+
+
+def main(argv=None):
+    from heldout import DEFAULT_VIDEOS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="training output dir, checkpoint or .weights.h5")
     parser.add_argument("--name", default="zsm_realclips_small")
-    args = parser.parse_args()
+    parser.add_argument("--window", type=int,
+                        help="the training window, for a run whose record has none")
+    parser.add_argument("--bf16-cost", type=float, help="PSNR-Y cost of bfloat16 in dB, measured "
+                                                        "elsewhere (default: measure it here)")
+    parser.add_argument("--videos", default=str(DEFAULT_VIDEOS),
+                        help="folder of the held-out clips for the bfloat16 measurement")
+    parser.add_argument("--frames", type=int, default=9, help="HR frames per held-out clip")
+    parser.add_argument("--dest", default=str(WEIGHTS_DIR), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
 
-    from zsm_tf.loading import load_model
+    from zsm_tf.loading import load_model, read_record, resolve_source
+    from zsm_tf.precision import measure_bf16_cost
 
+    source = resolve_source(args.run)
     model = load_model(args.run)
-    config = {**model.get_config(), "deform_impl": "auto"}
-    WEIGHTS_DIR.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=WEIGHTS_DIR) as tmp:
-        h5 = Path(tmp) / f"{args.name}.weights.h5"
-        model.save_weights(os.fspath(h5))
-        (Path(tmp) / "model_config.json").write_text(json.dumps(config, indent=1) + "\n")
-        for old in WEIGHTS_DIR.glob("*.weights.h5"):
-            old.unlink()
-        os.replace(h5, WEIGHTS_DIR / h5.name)
-        os.replace(Path(tmp) / "model_config.json", WEIGHTS_DIR / "model_config.json")
-    print(f"{WEIGHTS_DIR / h5.name}: {model.count_params():,} parameters, config "
-          f"{json.dumps({k: config[k] for k in ('nf', 'groups', 'front_rbs', 'back_rbs', 'residual')})}")
+    record = read_record(source)
+    window = record.settings.window or args.window
+    if window is None:
+        parser.error(f"{source.config_path} records no training window: pass --window")
+    cost = args.bf16_cost
+    if cost is None:
+        cost = measure_bf16_cost(model, held_out_clips(args.videos, args.frames), window=window)
+    record = record.with_settings(window=int(window), bf16_psnr_cost_db=float(cost))
+    record = type(record)({**record.architecture, "deform_impl": "auto"}, record.settings)
+    path = ship(model, record, Path(args.dest), args.name)
+    print(f"{path}: {model.count_params():,} parameters, record {record.settings.as_dict()}")
 
 
 if __name__ == "__main__":

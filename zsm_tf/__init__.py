@@ -1,6 +1,6 @@
 """zsm-tf: Zooming Slow-Mo space-time video super-resolution in TensorFlow / Keras 3.
 
-``ZoomingSlowMo``, ``load_model`` and ``ops`` are imported lazily, so ``import zsm_tf`` (and the
+``ZoomingSlowMo``, ``load_model``, ``SpaceTimeUpscaler`` and ``ops`` are imported lazily, so ``import zsm_tf`` (and the
 ``zsm-tf`` command's argument checks) do not start TensorFlow.
 """
 import importlib
@@ -19,6 +19,7 @@ _LAZY = {
     "ZoomingSlowMo": ("zsm_tf.model", "ZoomingSlowMo"),
     "load_model": ("zsm_tf.loading", "load_model"),
     "ModelLoadError": ("zsm_tf.loading", "ModelLoadError"),
+    "SpaceTimeUpscaler": ("zsm_tf.inference", "SpaceTimeUpscaler"),
     "ops": ("zsm_tf.ops", None),
     "layers": ("zsm_tf.layers", None),
 }

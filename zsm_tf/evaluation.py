@@ -1,7 +1,8 @@
 """The paper's evaluation protocol, as a library (``zsm-tf evaluate`` is its command line).
 
 Each clip's high-resolution frames are the ground truth; the input is every other frame,
-downscaled x4 with antialiased bicubic (:func:`downscale`) and saved as 8-bit. The model's 2K-1
+downscaled x4 with antialiased bicubic and saved as 8-bit (the training degradation,
+:func:`zsm_tf.degradation.downscale_image`). The model's 2K-1
 frames are scored against the 2K-1 ground-truth frames, beside the bicubic + frame-blending
 baseline of :func:`zsm_tf.baseline.bicubic_blend` (the one validation and the residual model use).
 PSNR / SSIM on Y (:mod:`zsm_tf.metrics`). :func:`vid4_clips` / :func:`vimeo_clips` list a
@@ -13,17 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zsm_tf.degradation import SCALE
 from zsm_tf.io import MediaError, list_images, read_image
-
-SCALE = 4
-
-
-def downscale(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
-    """Antialiased bicubic downscale of uint8 ``[H, W, 3]`` (H, W multiples of ``scale``)."""
-    from PIL import Image
-
-    h, w = img.shape[:2]
-    return np.asarray(Image.fromarray(img).resize((w // scale, h // scale), Image.BICUBIC))
 
 
 def mod_crop(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
@@ -66,19 +58,19 @@ def vid4_clips(root: Path):
 
 
 def vimeo_clips(root: Path, list_file=None):
-    lst = Path(list_file) if list_file else root / "sep_testlist.txt"
-    if not lst.is_file():
-        raise MediaError(f"{lst}: no such list file (vimeo layout: DIR/sep_testlist.txt and DIR/sequences/)")
-    names = [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
-    if not names:
-        raise MediaError(f"{lst}: empty list")
+    """``[(id, [im1.png .. im7.png])]`` of a Vimeo-90K test list (the one parser:
+    :func:`zsm_tf.data.vimeo.read_list`); ``MediaError`` for a missing list or frame."""
+    from zsm_tf.data.vimeo import read_list, septuplet_paths
+
+    try:
+        names = read_list(root, "test", list_file)
+    except (OSError, ValueError) as e:
+        raise MediaError(str(e)) from None
     clips = []
-    for name in names:
-        d = root / "sequences" / name
-        files = [d / f"im{i}.png" for i in range(1, 8)]
+    for name, files in zip(names, septuplet_paths(root, names)):
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise MediaError(f"{d}: missing {', '.join(missing)}")
+            raise MediaError(f"{files[0].parent}: missing {', '.join(missing)}")
         clips.append((name, files))
     return clips
 
@@ -104,9 +96,10 @@ def read_hr(files):
 
 def evaluate_clip(upscaler, hr, crop_border=0):
     """{'frames', 'model': (psnr, ssim), 'baseline': (psnr, ssim)} for one clip (HR uint8 frames)."""
+    from zsm_tf.degradation import downscale_image
     from zsm_tf.metrics import psnr_y, ssim_y
 
-    lr = [downscale(f) for f in hr[::2]]
+    lr = [downscale_image(f) for f in hr[::2]]
     scores = {"model": [], "baseline": []}
     model_out = upscaler.stream(iter(lr))
     for gt, out, base in zip(hr, model_out, baseline_frames(lr)):

@@ -142,71 +142,82 @@ def ramp_weights(starts: Sequence[int], tile: int, length: int, ramp: int) -> Li
     return [(w / total[s:s + tile]).astype(np.float32) for s, w in zip(starts, raw)]
 
 
-DEFAULT_WINDOW = 4   # the window of train.py's 7-frame clips and of the authors' training and test
 AUTO = "auto"
 
 
-def trained_settings(weights=None, config=None) -> dict:
-    """Inference settings recorded beside a model's architecture in its ``model_config.json``
-    (``window``: input frames per training clip; ``bf16_psnr_cost_db``: see
-    :mod:`zsm_tf.precision`); ``{}`` where there are none. ``weights``: as for
-    :func:`zsm_tf.loading.load_model` (None: the shipped weights)."""
-    import json
+class UpscaleSettingError(ValueError):
+    """A bad ``window``, ``tile``, ``overlap`` or ``batch``: ``name`` is the argument, the
+    message ``"<name> <problem>"`` (the commands say it with their flag's name)."""
 
-    from zsm_tf import loading
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name} {problem}")
+        self.name, self.problem = name, problem
 
-    try:
-        source = loading.resolve_source(weights or loading.shipped_weights(), config)
-        if source.kind == "keras":
-            return {}
-        with open(source.config_path) as f:
-            data = json.load(f)
-    except (loading.ModelLoadError, OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: data[k] for k in ("window", "bf16_psnr_cost_db") if k in data}
+
+def check_settings(window=None, tile=None, overlap=None, batch=1):
+    """The one validation of the upscaler's settings (None: the default); returns ``tile`` as
+    None, ``"auto"`` or ``(height, width)``. Raises :class:`UpscaleSettingError`."""
+    if window is not None and window < 2:
+        raise UpscaleSettingError("window", f"must be at least 2, got {window}")
+    if isinstance(tile, (int, np.integer)):
+        if tile < 16 or tile % 4:
+            raise UpscaleSettingError("tile", f"must be a multiple of 4 and at least 16, got {tile}")
+        tile = (int(tile), int(tile))
+    elif tile is not None and tile != AUTO:
+        tile = tuple(int(v) for v in tile)
+        if len(tile) != 2 or min(tile) < 16 or tile[0] % 4 or tile[1] % 4:
+            raise UpscaleSettingError("tile", f"must be multiples of 4 and at least 16, got {tile}")
+    if overlap is not None and (overlap < 0 or overlap % 4
+                                or (isinstance(tile, tuple) and overlap >= min(tile))):
+        raise UpscaleSettingError("overlap", f"must be a multiple of 4 in [0, tile), got {overlap}")
+    if batch < 1:
+        raise UpscaleSettingError("batch", f"must be at least 1, got {batch}")
+    return tile
 
 
 class SpaceTimeUpscaler:
     """Clip-level inference; see the module docstring.
 
+    The defaults are the command line's (``zsm-tf upscale`` with no options; a test holds it):
+    the window the weights were trained with and their measured bfloat16 cost, both from the
+    model's record (:mod:`zsm_tf.run_dir`, set by :func:`zsm_tf.loading.load_model`), automatic
+    tiles under the default memory budget, precision ``auto``.
+
     Args:
       model: callable ``[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]`` (floats in [0, 1]).
-      window: input frames per model call (``N``, >= 2).
+      window: input frames per model call (``N``, >= 2; default: the record's training window,
+        :data:`zsm_tf.run_dir.DEFAULT_WINDOW` without one).
       tile: None (whole frames), a tile size in input pixels (a multiple of 4, >= 16), a
-        ``(height, width)`` pair, or ``"auto"``: whole frames if they fit ``max_memory``, else the
-        tiles with the least computed area that fit (:func:`zsm_tf.memory.choose_tiles`).
-      overlap: tile overlap in input pixels (default ``tile // 4`` rounded to a multiple of 4;
-        16 for automatic tiles).
+        ``(height, width)`` pair, or ``"auto"`` (default): whole frames if they fit
+        ``max_memory``, else the tiles with the least computed area that fit
+        (:func:`zsm_tf.memory.choose_tiles`).
+      overlap: tile overlap in input pixels, a multiple of 4 (default ``tile // 4`` rounded to a
+        multiple of 4; 16 for automatic tiles).
       self_ensemble: average over the 4 flips.
       batch: tiles (x flips) per model call.
       precision: "float32", "bfloat16" (a ZoomingSlowMo is rebuilt under ``mixed_bfloat16``) or
-        "auto" (see :mod:`zsm_tf.precision`; ``bf16_cost_db`` is the weights' recorded cost).
+        "auto" (default; see :mod:`zsm_tf.precision`).
+      bf16_cost_db: the weights' bfloat16 cost for ``auto`` (default: the record's).
       max_memory: bytes for ``tile="auto"`` (default :func:`zsm_tf.memory.default_budget`).
       pipeline: decode ahead and run the model ahead of the consumer, each in a thread, so that
         decoding, the network and encoding overlap (:meth:`stream`).
+    Raises:
+      UpscaleSettingError (a ``ValueError``) for a bad window, tile, overlap or batch.
     """
 
-    def __init__(self, model, window: int = 7, tile=None, overlap: Optional[int] = None,
-                 self_ensemble: bool = False, batch: int = 1, *, precision: str = "float32",
-                 bf16_cost_db: Optional[float] = None, max_memory: Optional[float] = None,
-                 pipeline: bool = False):
+    def __init__(self, model, window: Optional[int] = None, tile=AUTO,
+                 overlap: Optional[int] = None, self_ensemble: bool = False, batch: int = 1, *,
+                 precision: str = AUTO, bf16_cost_db: Optional[float] = None,
+                 max_memory: Optional[float] = None, pipeline: bool = False):
         from zsm_tf import memory
         from zsm_tf import precision as prec
+        from zsm_tf.run_dir import settings_of
 
-        if window < 2:
-            raise ValueError(f"window must be at least 2 frames, got {window}")
-        if isinstance(tile, (int, np.integer)):
-            if tile < 16 or tile % 4:
-                raise ValueError(f"tile must be a multiple of 4 and at least 16, got {tile}")
-            tile = (int(tile), int(tile))
-        elif tile is not None and tile != AUTO:
-            tile = tuple(int(v) for v in tile)
-            if len(tile) != 2 or min(tile) < 16 or tile[0] % 4 or tile[1] % 4:
-                raise ValueError(f"tile must be multiples of 4 and at least 16, got {tile}")
-        if batch < 1:
-            raise ValueError(f"batch must be at least 1, got {batch}")
+        tile = check_settings(window, tile, overlap, batch)
+        recorded = settings_of(model)
+        window = recorded.default_window if window is None else window
+        if bf16_cost_db is None:
+            bf16_cost_db = recorded.bf16_psnr_cost_db
         self.precision = prec.resolve(precision, bf16_cost_db)
         self.model = prec.with_precision(model, self.precision)
         self.predict = _make_predict(self.model)
@@ -217,8 +228,6 @@ class SpaceTimeUpscaler:
             overlap = max(4, min(tile) // 4 // 4 * 4)
         elif overlap is None and tile == AUTO:
             overlap = memory.AUTO_OVERLAP
-        if tile is not None and tile != AUTO and not 0 <= overlap < min(tile):
-            raise ValueError(f"tile overlap must be in [0, tile), got {overlap}")
         self.overlap = overlap or 0
         self.flips = FLIPS if self_ensemble else FLIPS[:1]
         self.batch = int(batch)
@@ -484,7 +493,3 @@ def window_schedule(num_frames: int, window: int) -> List[Tuple[int, int]]:
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
     return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def num_outputs(num_inputs: int) -> int:
-    return 2 * num_inputs - 1

@@ -33,11 +33,15 @@ import zipfile
 from dataclasses import dataclass, replace
 
 from zsm_tf.errors import one_line as _one_line
+from zsm_tf.run_dir import (
+    CHECKPOINTS_DIR,
+    CONFIG_NAME,
+    DEFAULT_RUN_DIR,
+    FINAL_WEIGHTS,
+    ModelRecord,
+    RunDir,
+)
 
-CONFIG_NAME = "model_config.json"
-CHECKPOINTS_DIR = "checkpoints"
-FINAL_WEIGHTS = "final.weights.h5"
-DEFAULT_RUN_DIR = os.path.join("runs", "zsm")  # train.py's default --output-dir
 _SIZE_KEYS = ("nf", "groups", "front_rbs", "back_rbs")
 SHIPPED_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
@@ -101,16 +105,17 @@ def _latest_run(parent):
     return max(runs)[1] if runs else None
 
 
-def _run_dir_source(run_dir):
-    config = os.path.join(run_dir, CONFIG_NAME)
-    prefix = _latest_checkpoint(os.path.join(run_dir, CHECKPOINTS_DIR))
-    final = os.path.join(run_dir, FINAL_WEIGHTS)
+def _run_dir_source(path):
+    run = RunDir(path)
+    config = os.fspath(run.config_path)
+    prefix = _latest_checkpoint(os.fspath(run.checkpoints))
+    final = os.fspath(run.final_weights)
     if prefix:
         return ModelSource("checkpoint", prefix, config,
                            fallback=final if os.path.isfile(final) else None)
     if os.path.isfile(final):
         return ModelSource("weights_h5", final, config)
-    raise ModelLoadError(f"no weights in training output dir {run_dir}: no checkpoint in "
+    raise ModelLoadError(f"no weights in training output dir {path}: no checkpoint in "
                          f"{CHECKPOINTS_DIR}/ and no {FINAL_WEIGHTS}")
 
 
@@ -168,8 +173,9 @@ def resolve_source(path, config=None) -> ModelSource:
                          f"checkpoint, a .weights.h5 or a .keras file{hint}")
 
 
-def read_config(source: ModelSource) -> dict:
-    """The ZoomingSlowMo constructor arguments (``nf``, ``groups``, ...) of ``source``."""
+def read_record(source: ModelSource) -> ModelRecord:
+    """The record (architecture + inference settings) of ``source``; a ``.keras`` archive has
+    the architecture only."""
     try:
         if source.kind == "keras":
             with zipfile.ZipFile(source.config_path) as zf:
@@ -177,15 +183,25 @@ def read_config(source: ModelSource) -> dict:
             if data.get("class_name") != "ZoomingSlowMo":
                 raise ModelLoadError(f"{source.config_path} holds a {data.get('class_name')!r}, "
                                      f"not a ZoomingSlowMo")
-            config = data.get("config", {})
+            record = ModelRecord(data.get("config", {}))
         else:
-            with open(source.config_path) as f:
-                config = json.load(f)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            record = ModelRecord.read(source.config_path)
+    except ModelLoadError:
+        raise
+    except TypeError:   # valid JSON, not an object
+        raise ModelLoadError(f"{source.config_path} is not a model config (not a JSON object)") from None
+    except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile) as e:
         raise ModelLoadError(f"cannot read the model config {source.config_path}: "
                              f"{_one_line(e)}") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{source.config_path} is not a model config (not a JSON object)")
+    return record
+
+
+def read_config(source: ModelSource) -> dict:
+    """The ZoomingSlowMo constructor arguments (``nf``, ``groups``, ...) of ``source``."""
+    return _model_kwargs(source, read_record(source).architecture)
+
+
+def _model_kwargs(source, config) -> dict:
     if isinstance(config.get("config"), dict) and "nf" not in config:  # keras.saving form
         config = config["config"]
     missing = [k for k in _SIZE_KEYS if k not in config]
@@ -208,11 +224,11 @@ def shipped_weights() -> str:
     """The ``.weights.h5`` shipped in ``zsm_tf/weights/``, or :class:`ModelLoadError`."""
     found = sorted(glob.glob(os.path.join(SHIPPED_WEIGHTS_DIR, "*.weights.h5")))
     if not found:
-        raise ModelLoadError(f"no shipped weights in {SHIPPED_WEIGHTS_DIR}; pass --weights PATH (a "
+        raise ModelLoadError(f"no shipped weights in {SHIPPED_WEIGHTS_DIR}; name a model (a "
                              f".weights.h5 from 'zsm-tf convert-weights' or from training)")
     if len(found) > 1:
         raise ModelLoadError(f"several weight files in {SHIPPED_WEIGHTS_DIR} "
-                             f"({', '.join(os.path.basename(p) for p in found)}); pick one with --weights")
+                             f"({', '.join(os.path.basename(p) for p in found)}); name one")
     return found[0]
 
 
@@ -235,8 +251,11 @@ def load_model(path=None, deform_impl="auto", config=None):
 
 def load_source(source: ModelSource, deform_impl="auto", return_source=False):
     """The model of a :class:`ModelSource` (from :func:`resolve_source`), weights loaded;
-    with ``return_source``, ``(model, the source actually read)``."""
-    model = _build(source, deform_impl)
+    with ``return_source``, ``(model, the source actually read)``. The record's inference
+    settings (:class:`~zsm_tf.run_dir.InferenceSettings`) are the model's
+    ``inference_settings``: the upscaler's defaults."""
+    record = read_record(source)
+    model = _build(source, record, deform_impl)
     if source.kind == "checkpoint":
         untracked = untracked_variables(model)
         if untracked:
@@ -251,6 +270,7 @@ def load_source(source: ModelSource, deform_impl="auto", return_source=False):
             else:
                 raise ModelLoadError(f"{why}; load a .weights.h5 of the run instead")
     _load_weights(model, source)
+    model.inference_settings = record.settings
     return (model, source) if return_source else model
 
 
@@ -263,10 +283,10 @@ def untracked_variables(model):
     return [v.path for v in model.variables if id(v) not in reachable]
 
 
-def _build(source, deform_impl):
+def _build(source, record, deform_impl):
     from zsm_tf.model import ZoomingSlowMo
 
-    kwargs = read_config(source)
+    kwargs = _model_kwargs(source, record.architecture)
     try:
         return ZoomingSlowMo(**kwargs, deform_impl=deform_impl)
     except (TypeError, ValueError) as e:

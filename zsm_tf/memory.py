@@ -40,7 +40,15 @@ AUTO_OVERLAP = 16              # overlap of automatic tiles (input pixels)
 
 
 class MemoryBudgetError(ValueError):
-    """The job cannot fit the memory budget; the message is one line."""
+    """The job cannot fit the memory budget; the message is one line. :meth:`advice` says it
+    with other names for the two settings (the commands: their options)."""
+
+    def __init__(self, what, budget="the memory budget", window="the window"):
+        self.what = what
+        super().__init__(self.advice(budget, window))
+
+    def advice(self, budget="the memory budget", window="the window") -> str:
+        return f"{self.what}; raise {budget}, lower {window}, or free memory"
 
 
 def available_bytes() -> Optional[int]:
@@ -181,6 +189,5 @@ def choose_tiles(shape: ModelShape, window: int, h: int, w: int, budget: float,
         need = estimate(shape, window, h, w, (min(MIN_TILE, h), min(MIN_TILE, w)), queued)
         raise MemoryBudgetError(
             f"cannot fit {w}x{h} frames (window {window}) in {fmt(budget)} of memory: needs about "
-            f"{fmt(need)} even with {MIN_TILE}x{MIN_TILE} tiles; raise --max-memory, lower "
-            f"--window, or free memory")
+            f"{fmt(need)} even with {MIN_TILE}x{MIN_TILE} tiles")
     return best[1]

@@ -5,9 +5,10 @@ floating point (no rounding)::
 
     Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255        (R, G, B in [0, 255])
 
-PSNR and SSIM come from ``tf.image.psnr`` / ``tf.image.ssim`` with ``max_val=255`` (SSIM with the
-usual 11x11 Gaussian window, sigma 1.5, K1=0.01, K2=0.03, 'valid' filtering, i.e. Wang et al.'s
-MATLAB ``ssim_index``), after cropping ``crop_border`` pixels off each side.
+PSNR is :func:`psnr` (the one PSNR: also training's validation, on RGB in [0, 1]); SSIM is
+``tf.image.ssim``; both with ``max_val=255`` on Y (SSIM with the usual 11x11 Gaussian window,
+sigma 1.5, K1=0.01, K2=0.03, 'valid' filtering, i.e. Wang et al.'s MATLAB ``ssim_index``), after
+cropping ``crop_border`` pixels off each side.
 """
 from __future__ import annotations
 
@@ -33,15 +34,25 @@ def _prep(a, b, crop_border):
     return ya[..., None].astype(np.float32), yb[..., None].astype(np.float32)
 
 
-def psnr_y(a: np.ndarray, b: np.ndarray, crop_border: int = 0) -> float:
-    """PSNR (dB) between two RGB images on Y; ``inf`` when they are identical."""
+def psnr(pred, target, max_val=1.0):
+    """Mean PSNR (dB) over the images of ``[..., H, W, C]`` (each image's MSE over H, W, C), on
+    predictions clipped to ``[0, max_val]``; an MSE below 1e-10 counts as 1e-10. A TF scalar."""
     import tensorflow as tf
 
+    pred = tf.clip_by_value(tf.cast(pred, tf.float32), 0.0, max_val)
+    target = tf.cast(target, tf.float32)
+    mse = tf.reduce_mean(tf.square(pred - target), axis=[-3, -2, -1])
+    return tf.reduce_mean(10.0 * tf.math.log(max_val ** 2 / tf.maximum(mse, 1e-10)) /
+                          tf.math.log(10.0))
+
+
+def psnr_y(a: np.ndarray, b: np.ndarray, crop_border: int = 0) -> float:
+    """PSNR (dB) between two RGB images on Y (:func:`psnr`); ``inf`` when they are identical."""
     ya, yb = _prep(a, b, crop_border)
     mse = float(np.mean((ya.astype(np.float64) - yb.astype(np.float64)) ** 2))
     if mse == 0.0:
         return float("inf")
-    return float(tf.image.psnr(ya, yb, max_val=255.0))
+    return float(psnr(ya, yb, max_val=255.0))
 
 
 def ssim_y(a: np.ndarray, b: np.ndarray, crop_border: int = 0) -> float:

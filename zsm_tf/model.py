@@ -179,27 +179,26 @@ class ZoomingSlowMo(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        """Keeps ``dtype``: float64 and mixed-precision models come back as they were saved."""
-        config = dict(config)
+        """Keeps ``dtype``: float64 and mixed-precision models come back as they were saved.
+        A run's record (``model_config.json``) is accepted: its inference settings are not
+        constructor arguments (:mod:`zsm_tf.run_dir`)."""
+        from zsm_tf.run_dir import SETTING_KEYS
+
+        config = {k: v for k, v in config.items() if k not in SETTING_KEYS}
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
 
     def compile(self, optimizer=None, loss=None, **kwargs):
-        """``keras.Model.compile`` with the paper's training setup as the defaults:
-        ``optimizer``: Adam (0.9, 0.99, eps 1e-8 placed as the authors' torch.optim.Adam places
-        it: :class:`zsm_tf.training.optimizer.TorchAdam`) at lr 4e-4 with cosine annealing
-        restarts (4 x 150k steps, eta_min 1e-7); ``loss``: Charbonnier (eps 1e-3) summed over the
-        batch, as the authors' code. Pass your own to override either."""
-        from zsm_tf.training.loss import CharbonnierLoss
-        from zsm_tf.training.optimizer import TorchAdam
-        from zsm_tf.training.schedule import CosineAnnealingRestarts
+        """``keras.Model.compile`` with the paper's training setup as the defaults
+        (:func:`zsm_tf.recipe.compile_defaults`): Adam with PyTorch's epsilon at lr 4e-4 with
+        cosine annealing restarts, Charbonnier loss summed over the batch, as the authors' code.
+        Pass your own to override either."""
+        from zsm_tf.recipe import compile_defaults
 
-        if optimizer is None:
-            optimizer = TorchAdam(learning_rate=CosineAnnealingRestarts())
-        if loss is None:
-            loss = CharbonnierLoss(eps=1e-3, reduction="sum")
-        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        defaults = compile_defaults() if optimizer is None or loss is None else {}
+        super().compile(optimizer=defaults["optimizer"] if optimizer is None else optimizer,
+                        loss=defaults["loss"] if loss is None else loss, **kwargs)
 
     def compile_from_config(self, config):
         """What ``keras.saving.load_model`` calls to compile a loaded model (Keras's own skips a

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
@@ -149,31 +148,35 @@ class ConfigClashError(ValueError):
 
 
 def check_config_beside(dst, config) -> str:
-    """The ``model_config.json`` path beside ``dst``; refuses (:class:`ConfigClashError`) when it
-    exists and describes another model, whose weights would no longer load if it were replaced."""
-    path = os.path.join(os.path.dirname(os.path.abspath(dst)), "model_config.json")
-    if os.path.exists(path):
+    """The record path (``model_config.json``) beside ``dst``; refuses (:class:`ConfigClashError`)
+    when it exists and describes another model, whose weights would no longer load if it were
+    replaced."""
+    from zsm_tf.run_dir import ModelRecord, RunDir
+
+    path = RunDir(os.path.dirname(os.path.abspath(dst))).config_path
+    if path.exists():
         try:
-            with open(path) as f:
-                old = json.load(f)
-        except (OSError, ValueError):
+            old = ModelRecord.read(path)
+        except (OSError, ValueError, TypeError):
             old = None
-        new = json.loads(json.dumps(config))
-        same = isinstance(old, dict) and ({k: v for k, v in old.items() if k != "name"}
-                                          == {k: v for k, v in new.items() if k != "name"})
-        if not same:   # the layer name ("zooming_slow_mo_2") is not the architecture
+        if old is None or not old.same_architecture(ModelRecord(config)):
             keys = ("nf", "groups", "front_rbs", "back_rbs")
-            what = (", ".join(f"{k}={old.get(k)}" for k in keys) if isinstance(old, dict) else "unreadable")
+            what = (", ".join(f"{k}={old.architecture.get(k)}" for k in keys) if old else "unreadable")
             raise ConfigClashError(
                 f"{path} already describes another model ({what}); it would be overwritten and that "
                 f"model's weights would no longer load: write the weights into another folder")
-    return path
+    return os.fspath(path)
+
+
+AUTHORS_WINDOW = 4   # the authors trained on 7-frame clips: 4 input frames
 
 
 def convert_file(src, dst, deform_impl="gather"):
-    """Converts the authors' checkpoint ``src`` to ``dst`` (``.weights.h5``) and writes the model
-    config beside it (``model_config.json`` in the same folder). Returns the model."""
+    """Converts the authors' checkpoint ``src`` to ``dst`` (``.weights.h5``) and writes the
+    model's record beside it (``model_config.json``: the architecture and the authors' training
+    window, :mod:`zsm_tf.run_dir`). Returns the model."""
     from zsm_tf.model import ZoomingSlowMo
+    from zsm_tf.run_dir import InferenceSettings, ModelRecord
 
     if not dst.endswith(".weights.h5"):
         raise ValueError(f"output must end in .weights.h5: {dst}")
@@ -192,8 +195,5 @@ def convert_file(src, dst, deform_impl="gather"):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(model.get_config(), f, indent=1)
-    os.replace(tmp, config_path)
+    ModelRecord(model.get_config(), InferenceSettings(window=AUTHORS_WINDOW)).write(config_path)
     return model

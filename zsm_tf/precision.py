@@ -5,9 +5,9 @@ the model's output is float32). On a CPU with AVX512-BF16 or AMX (and on GPUs wi
 units: compute capability 8.0+) that is about 1.6x faster; elsewhere it is emulated and slower.
 
 ``auto`` picks bfloat16 only when the device has it **and** the weights' quality check holds:
-the weights' ``model_config.json`` records ``bf16_psnr_cost_db``, the PSNR-Y lost against
-float32 on held-out clips (``python bench/heldout.py --precision bfloat16``), and it must be at
-most :data:`AUTO_MAX_COST_DB`. Weights without that record stay float32 under ``auto``.
+the weights' record (:mod:`zsm_tf.run_dir`) holds ``bf16_psnr_cost_db``, the PSNR-Y lost against
+float32 on held-out clips (:func:`measure_bf16_cost`, run by ``tools/ship_weights.py``), and it
+must be at most :data:`AUTO_MAX_COST_DB`. Weights without that record stay float32 under ``auto``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import os
 
 PRECISIONS = ("float32", "bfloat16", "auto")
 AUTO_MAX_COST_DB = 0.05
-COST_KEY = "bf16_psnr_cost_db"   # in model_config.json, beside the architecture
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,4 +74,22 @@ def with_precision(model, precision: str):
     config = {k: v for k, v in model.get_config().items() if k not in ("dtype", "trainable")}
     clone = ZoomingSlowMo(**config, dtype=policy)
     clone.set_weights(model.get_weights())
+    if hasattr(model, "inference_settings"):
+        clone.inference_settings = model.inference_settings
     return clone
+
+
+def measure_bf16_cost(model, clips, window=None) -> float:
+    """PSNR-Y (dB, averaged over ``clips``: lists of HR frames ``[H, W, 3]`` uint8) that bfloat16
+    loses against float32, each clip degraded and scored as :func:`zsm_tf.evaluation.evaluate_clip`
+    does; what ``auto`` compares with :data:`AUTO_MAX_COST_DB`. Rounded to 0.001 dB, at least 0."""
+    import numpy as np
+
+    from zsm_tf.evaluation import evaluate_clip
+    from zsm_tf.inference import SpaceTimeUpscaler
+
+    psnr = {}
+    for p in ("float32", "bfloat16"):
+        up = SpaceTimeUpscaler(model, window=window, precision=p)
+        psnr[p] = np.mean([evaluate_clip(up, hr)["model"][0] for hr in clips])
+    return max(0.0, round(float(psnr["float32"] - psnr["bfloat16"]), 3))

@@ -23,12 +23,14 @@ shows tracebacks, ``-q`` silences progress.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
 from zsm_tf.errors import one_line
 from zsm_tf.io.formats import MediaError
-from zsm_tf.loading import CONFIG_NAME, ModelLoadError
+from zsm_tf.loading import ModelLoadError
+from zsm_tf.run_dir import CONFIG_NAME
 
 
 class CommandError(Exception):
@@ -137,42 +139,65 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="average the outputs of the 4 flips (4x slower, slightly better)")
 
 
+# the upscaler's argument -> the option that sets it
+SETTING_FLAGS = {"window": "--window", "tile": "--tile", "overlap": "--tile-overlap",
+                 "batch": "--batch"}
+
+
 def check_model_args(args) -> None:
-    if args.window is not None and args.window < 2:
-        raise ValueError(f"--window must be at least 2, got {args.window}")
-    if args.tile is not None and (args.tile < 16 or args.tile % 4):
-        raise ValueError(f"--tile must be a multiple of 4 and at least 16, got {args.tile}")
-    if args.tile_overlap is not None:
-        if args.tile is None:
-            raise ValueError("--tile-overlap needs --tile")
-        if not 0 <= args.tile_overlap < args.tile or args.tile_overlap % 4:
-            raise ValueError(f"--tile-overlap must be a multiple of 4 in [0, tile), got {args.tile_overlap}")
-    if args.batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    """The upscaler's own validation (:func:`zsm_tf.inference.check_settings`), said with the
+    options' names."""
+    from zsm_tf.inference import check_settings
+
+    if args.tile_overlap is not None and args.tile is None:
+        raise ValueError("--tile-overlap needs --tile")
+    with options_named():
+        check_settings(args.window, args.tile, args.tile_overlap, args.batch)
 
 
 def weights_path(args):
     """The weights the command uses: ``--weights`` or the shipped ones."""
     from zsm_tf.loading import shipped_weights
 
-    return args.weights if getattr(args, "weights", None) else shipped_weights()
+    if getattr(args, "weights", None):
+        return args.weights
+    try:
+        return shipped_weights()
+    except ModelLoadError as e:   # the library says "name a model": the option that does
+        raise ModelLoadError(f"{e} with --weights PATH") from None
 
 
 def build_upscaler(args, model, pipeline=False):
-    """The :class:`~zsm_tf.inference.SpaceTimeUpscaler` that the model options of ``args`` ask for
-    (window, tiles, memory budget and precision default to the weights' recorded settings)."""
-    from zsm_tf.inference import DEFAULT_WINDOW, SpaceTimeUpscaler, trained_settings
+    """The :class:`~zsm_tf.inference.SpaceTimeUpscaler` that the model options of ``args`` ask
+    for; an option not given leaves the library's default (the model's record: window, bf16 cost;
+    automatic tiles; the default memory budget), so the tool and the library agree."""
+    from zsm_tf.inference import SpaceTimeUpscaler
     from zsm_tf.memory import parse_size
 
-    trained = trained_settings(getattr(args, "weights", None), getattr(args, "config", None))
-    window = args.window or int(trained.get("window", DEFAULT_WINDOW))
     max_memory = getattr(args, "max_memory", None)
-    return SpaceTimeUpscaler(model, window=window, tile=args.tile or "auto", overlap=args.tile_overlap,
-                             self_ensemble=args.self_ensemble, batch=args.batch,
-                             precision=getattr(args, "precision", "float32"),
-                             bf16_cost_db=trained.get("bf16_psnr_cost_db"),
-                             max_memory=parse_size(max_memory) if max_memory else None,
-                             pipeline=pipeline)
+    try:
+        max_memory = parse_size(max_memory) if max_memory else None
+    except ValueError as e:
+        raise ValueError(f"--max-memory {e}") from None
+    given = {"window": args.window, "tile": args.tile, "overlap": args.tile_overlap,
+             "precision": getattr(args, "precision", None), "max_memory": max_memory}
+    return SpaceTimeUpscaler(model, self_ensemble=args.self_ensemble, batch=args.batch,
+                             pipeline=pipeline, **{k: v for k, v in given.items() if v is not None})
+
+
+@contextlib.contextmanager
+def options_named():
+    """Inside: the upscaler's typed errors (a bad setting, a budget that cannot fit) come out as
+    ``ValueError`` naming the options that set them."""
+    from zsm_tf.inference import UpscaleSettingError
+    from zsm_tf.memory import MemoryBudgetError
+
+    try:
+        yield
+    except UpscaleSettingError as e:
+        raise ValueError(f"{SETTING_FLAGS[e.name]} {e.problem}") from None
+    except MemoryBudgetError as e:
+        raise ValueError(e.advice("--max-memory", "--window")) from None
 
 
 def quiet_tf() -> None:

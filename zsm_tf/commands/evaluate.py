@@ -2,11 +2,12 @@
 bicubic + frame-blending baseline, per clip and on average.
 
 Each clip's high-resolution frames are the ground truth. The input is made from them as in the
-paper: every other frame (0, 2, 4...) is kept and downscaled x4 with antialiased bicubic
-(Pillow's, the kernel of MATLAB's imresize), saved as 8-bit. The model sees those K frames and
-gives 2K-1, compared with the 2K-1 ground-truth frames (a clip with an even number of frames loses
-its last frame, which has no next input frame). The baseline upscales each input frame x4 with
-bicubic and makes each missing frame as the average of its two neighbours.
+paper: every other frame (0, 2, 4...) is kept and downscaled x4 with antialiased bicubic (the
+kernel of MATLAB's imresize; the degradation training uses, zsm_tf/degradation.py), saved as
+8-bit. The model sees those K frames and gives 2K-1, compared with the 2K-1 ground-truth frames
+(a clip with an even number of frames loses its last frame, which has no next input frame). The
+baseline upscales each input frame x4 with bicubic and makes each missing frame as the average
+of its two neighbours.
 
 Layouts:
   vid4   DIR/<clip>/*.png (or any image type): one folder of HR frames per clip, sorted by name.
@@ -28,6 +29,7 @@ from zsm_tf.commands.common import (
     add_model_args,
     build_upscaler,
     check_model_args,
+    options_named,
     parser_for,
     quiet_tf,
     run_command,
@@ -67,17 +69,18 @@ def run(args) -> int:
     root = Path(args.data)
     if not root.is_dir():
         raise MediaError(f"{root}: no such folder")
+    quiet_tf()   # before the vimeo list is read (zsm_tf.data imports TensorFlow)
     clips = vid4_clips(root) if args.layout == "vid4" else vimeo_clips(root, args.list)
     if args.limit:
         clips = clips[:args.limit]
-    quiet_tf()
     model = load_model(weights_path(args), config=args.config)
     upscaler = build_upscaler(args, model)
     rows = []
     for name, files in tqdm(clips, desc="evaluate", unit="clip", disable=args.quiet or len(clips) < 2,
                             file=sys.stderr, dynamic_ncols=True):
         hr = read_hr(files)
-        rows.append((name, evaluate_clip(upscaler, hr, args.crop_border)))
+        with options_named():
+            rows.append((name, evaluate_clip(upscaler, hr, args.crop_border)))
     average = average_of(rows)
     print(f"{args.layout} ({root}), Y channel (BT.601), crop border {args.crop_border}, "
           f"{'self-ensemble, ' if args.self_ensemble else ''}{len(rows)} clip{'s' if len(rows) != 1 else ''}")

@@ -17,8 +17,8 @@ import warnings
 
 from zsm_tf.commands.common import add_debug_arg, run_command
 from zsm_tf.loading import DEFAULT_RUN_DIR, ModelLoadError, load_source, resolve_source
-from zsm_tf.serving.checks import ExportError
-from zsm_tf.serving.saved_model import DEFAULT_OUTPUT_DIR, dir_size, export_model
+from zsm_tf.serving.checks import ExportError, VersionExistsError
+from zsm_tf.serving.saved_model import DEFAULT_OUTPUT_DIR, dir_size, export_model, version_path
 from zsm_tf.serving.signatures import INPUT_KEY, SIGNATURE_FLOAT, SIGNATURE_UINT8
 from zsm_tf.serving.warmup import DEFAULT_WARMUP_SHAPES
 
@@ -91,18 +91,20 @@ def run(args) -> int:
                              f"dir, relative to {os.getcwd()}): pass --weights PATH")
     source = resolve_source(DEFAULT_RUN_DIR if args.checkpoint is None else args.checkpoint, args.config)
     out_dir = os.path.abspath(args.output_dir)
-    if args.version is not None and os.path.exists(os.path.join(out_dir, str(args.version))):
-        raise ExportError(f"version {args.version} already exists: "
-                          f"{os.path.join(out_dir, str(args.version))} (exports never "
-                          f"overwrite; pick another --version or leave it out)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        model, source = load_source(source, deform_impl="gather", return_source=True)
-    for w in caught:
-        if issubclass(w.category, RuntimeWarning):
-            print(f"{prog}: warning: {w.message}", file=sys.stderr)
-    path = export_model(model, out_dir, version=args.version, model_name=args.model_name,
-                        warmup_shapes=args.warmup_shapes, check=not args.no_check)
+    try:
+        if args.version is not None:
+            version_path(out_dir, args.version)   # before the model is loaded
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            model, source = load_source(source, deform_impl="gather", return_source=True)
+        for w in caught:
+            if issubclass(w.category, RuntimeWarning):
+                print(f"{prog}: warning: {w.message}", file=sys.stderr)
+        path = export_model(model, out_dir, version=args.version, model_name=args.model_name,
+                            warmup_shapes=args.warmup_shapes, check=not args.no_check)
+    except VersionExistsError as e:
+        raise ExportError(f"version {e.version} already exists: {e.path} (exports never "
+                          f"overwrite; pick another --version or leave it out)") from None
     print(f"exported {source.describe()} -> {path} ({dir_size(path) / 2**20:.1f} MiB, "
           f"{time.perf_counter() - t0:.1f} s); signatures {SIGNATURE_UINT8!r} (uint8) and "
           f"{SIGNATURE_FLOAT!r} (float32), input and output {INPUT_KEY!r}")

@@ -166,22 +166,20 @@ def run(args):
     # The strategy (and --cpu-replicas) must be set up before TensorFlow runs any op.
     from zsm_tf.training.strategy import make_strategy
 
-    strategy = make_strategy(args.strategy, args.cpu_replicas, args.tpu)
+    try:
+        strategy = make_strategy(args.strategy, args.cpu_replicas, args.tpu)
+    except ValueError as e:
+        raise SetupError(f"--strategy {args.strategy}: {_one_line(e)}") from None
     if args.deterministic:
         import tensorflow as tf
 
-        from zsm_tf.ops import deterministic_impl
-
+        # the compiled op's GPU gradient uses float atomics: the task picks the gather path on a
+        # GPU (or refuses clearly)
         tf.config.experimental.enable_op_determinism()
-        # the compiled op's GPU gradient uses float atomics: gather path on GPU (or a clear refusal)
-        try:
-            cfg["model"]["deform_impl"] = deterministic_impl(cfg["model"].get("deform_impl", "auto"))
-        except ValueError as e:
-            raise SetupError(_one_line(e)) from None
     from zsm_tf.training.trainer import Trainer
 
     try:
-        trainer = Trainer(cfg, strategy, args.output_dir)
+        trainer = Trainer(cfg, strategy, args.output_dir, deterministic=args.deterministic)
     except (OSError, ValueError, TypeError) as e:   # the data (empty folder...), the model config
         if os.environ.get("ZSM_TF_DEBUG"):
             raise

@@ -33,6 +33,7 @@ from zsm_tf.commands.common import (
     add_model_args,
     build_upscaler,
     check_model_args,
+    options_named,
     parser_for,
     quiet_tf,
     run_command,
@@ -92,7 +93,8 @@ def run(args) -> int:
         model = load_model(weights, config=args.config)
         upscaler = build_upscaler(args, model, pipeline=True)
         flags = {k: v for k, v in vars(args).items() if k not in NOT_JOB_FLAGS and not k.startswith("_")}
-        res = job.run(upscaler, flags=flags, model=model, weights_path=weights)
+        with options_named():   # a budget that cannot fit: said with --max-memory / --window
+            res = job.run(upscaler, flags=flags, model=model, weights_path=weights)
     if not args.quiet:
         what = "video" if res.video else "PNG frames"
         rate = f"{float(res.rate):.3f} fps" + ("" if res.cfr else " nominal, variable")

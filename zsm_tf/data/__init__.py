@@ -31,7 +31,7 @@ def parse_spec(spec):
         raise ValueError(f"unknown data {spec!r}: use synthetic, synthetic:N, vimeo:DIR or "
                          "videos:DIR")
     if kind in ("vimeo", "videos") and not arg:
-        raise ValueError(f"--data {kind}:DIR needs a directory")
+        raise ValueError(f"data {kind}:DIR needs a directory")
     return kind, (arg or None)
 
 

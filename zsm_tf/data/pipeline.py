@@ -22,26 +22,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from zsm_tf.data.augment import augment_pair
+from zsm_tf.degradation import downscale
 
 _BIG = 2 ** 62
 _fold = tf.random.experimental.stateless_fold_in
-
-
-def downscale(frames, scale=4, quantize=True):
-    """LR frames from HR: ``tf.image.resize(..., "bicubic", antialias=True)`` by ``1/scale``.
-
-    With ``antialias=True`` TensorFlow's bicubic (Keys kernel, a = -0.5) is stretched by the
-    scale factor when downscaling, like MATLAB's ``imresize`` that made the paper's LR data.
-    ``quantize`` rounds to 8-bit levels, as LR frames stored as PNG are.
-    """
-    frames = tf.convert_to_tensor(frames, tf.float32)
-    shape = tf.shape(frames)
-    lr = tf.image.resize(frames, [shape[-3] // scale, shape[-2] // scale], method="bicubic",
-                         antialias=True)
-    lr = tf.clip_by_value(lr, 0.0, 1.0)
-    if quantize:
-        lr = tf.round(lr * 255.0) / 255.0
-    return lr
 
 
 def sample_seed(seed, k):

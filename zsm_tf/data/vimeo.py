@@ -7,7 +7,7 @@ Layout::
     DIR/sep_testlist.txt
 
 LR inputs are made on the fly (frames 1, 3, 5, 7; bicubic x4 with antialiasing, see
-:func:`zsm_tf.data.pipeline.downscale`) unless ``lr_dir`` holds prepared LR septuplets, with the
+:func:`zsm_tf.degradation.downscale`) unless ``lr_dir`` holds prepared LR septuplets, with the
 same ``sequences/xxxxx/xxxx/imN.png`` layout (or ``xxxxx/xxxx/imN.png`` directly under it), each
 frame ``scale`` times smaller (the authors' ``vimeo_septuplet_matlabLRx4``).
 
@@ -24,17 +24,30 @@ import tensorflow as tf
 _fold = tf.random.experimental.stateless_fold_in
 
 
-def read_list(root, split="train"):
-    """The septuplet ids ("00001/0001") of ``sep_{split}list.txt``."""
-    path = Path(root) / f"sep_{split}list.txt"
+def read_list(root, split="train", list_file=None):
+    """The septuplet ids ("00001/0001") of ``list_file`` (default ``DIR/sep_{split}list.txt``);
+    the one reader of the layout (training and ``zsm-tf evaluate``). ``FileNotFoundError`` /
+    ``ValueError`` (an empty list)."""
+    path = Path(list_file) if list_file else Path(root) / f"sep_{split}list.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (expected the Vimeo-90K septuplet layout)")
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        raise FileNotFoundError(f"{path} not found (expected the Vimeo-90K septuplet layout: "
+                                f"DIR/sep_{split}list.txt and DIR/sequences/)")
+    ids = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not ids:
+        raise ValueError(f"{path}: empty list")
+    return ids
 
 
 def _seq_root(d):
     d = Path(d)
     return d / "sequences" if (d / "sequences").is_dir() else d
+
+
+def septuplet_paths(root, ids, frames=7, step=1):
+    """``[[DIR/sequences/<id>/im1.png, ...], ...]``: frames ``1, 1+step, ...`` up to ``frames``
+    of each id (``sequences/`` may be left out)."""
+    seq = _seq_root(root)
+    return [[seq / i / f"im{f + 1}.png" for f in range(0, frames, step)] for i in ids]
 
 
 class VimeoSeptuplets:
@@ -57,18 +70,16 @@ class VimeoSeptuplets:
         self.lr_dir = Path(lr_dir) if lr_dir else None
         self.crop = crop
         self.num_items = len(self.ids)
-        seq = _seq_root(self.root)
-        missing = [i for i in self.ids[:3] if not (seq / i / "im1.png").is_file()]
+        hr = septuplet_paths(self.root, self.ids, self.frames)
+        missing = [p[0] for p in hr[:3] if not p[0].is_file()]
         if missing:
-            raise FileNotFoundError(f"{seq / missing[0] / 'im1.png'} not found")
-        self._hr_paths = tf.constant([[os.fspath(seq / i / f"im{f + 1}.png")
-                                       for f in range(self.frames)] for i in self.ids])
+            raise FileNotFoundError(f"{missing[0]} not found")
+        self._hr_paths = tf.constant([[os.fspath(f) for f in p] for p in hr])
         if self.lr_dir is not None:
-            lseq = _seq_root(self.lr_dir)
-            if not (lseq / self.ids[0] / "im1.png").is_file():
-                raise FileNotFoundError(f"{lseq / self.ids[0] / 'im1.png'} not found")
-            self._lr_paths = tf.constant([[os.fspath(lseq / i / f"im{f + 1}.png")
-                                           for f in range(0, self.frames, 2)] for i in self.ids])
+            lr = septuplet_paths(self.lr_dir, self.ids, self.frames, step=2)
+            if not lr[0][0].is_file():
+                raise FileNotFoundError(f"{lr[0][0]} not found")
+            self._lr_paths = tf.constant([[os.fspath(f) for f in p] for p in lr])
 
     def describe(self) -> str:
         lr = f"prepared LR from {self.lr_dir}" if self.lr_dir else "LR by bicubic x4 on the fly"

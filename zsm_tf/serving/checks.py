@@ -21,6 +21,15 @@ class ExportError(Exception):
     """The export failed; the message is one line."""
 
 
+class VersionExistsError(ExportError):
+    """``path``, the export's version folder, is there already (exports never overwrite)."""
+
+    def __init__(self, version, path):
+        super().__init__(f"version {version} already exists: {path} (exports never overwrite; "
+                         f"pick another version or leave it out for the next one)")
+        self.version, self.path = version, path
+
+
 def graph_ops(saved_model_dir):
     """Every op type that the SavedModel's graph and function library run (calls of the
     library's own functions excluded)."""

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 
 from zsm_tf.errors import one_line as _one_line
-from zsm_tf.serving.checks import ExportError, check_stock_ops, verify
+from zsm_tf.serving.checks import ExportError, VersionExistsError, check_stock_ops, verify
 from zsm_tf.serving.signatures import gather_model, serving_endpoints
 from zsm_tf.serving.warmup import DEFAULT_WARMUP_SHAPES, warmup_requests, write_warmup
 
@@ -64,6 +64,17 @@ def _make_dirs(path):
     return created
 
 
+def version_path(output_dir, version) -> str:
+    """``output_dir/<version>``, which must not exist yet (:class:`VersionExistsError`); the one
+    check, also made by the command before it loads the model."""
+    if int(version) < 1:
+        raise ExportError(f"version must be a positive integer, got {version}")
+    final = os.path.join(os.path.abspath(output_dir), str(int(version)))
+    if os.path.exists(final):
+        raise VersionExistsError(int(version), final)
+    return final
+
+
 def export_model(model, output_dir=DEFAULT_OUTPUT_DIR, version=None, model_name=None,
                  warmup_shapes=DEFAULT_WARMUP_SHAPES, check=True):
     """Exports ``model`` to ``output_dir/<version>`` for TF Serving; returns that path.
@@ -79,18 +90,14 @@ def export_model(model, output_dir=DEFAULT_OUTPUT_DIR, version=None, model_name=
         requests (or one small request) through both signatures and compare the float one
         with ``model`` before publishing it.
     Raises:
-      ExportError (one-line message); nothing is left in ``output_dir`` then.
+      ExportError (one-line message; :class:`VersionExistsError` for an existing version);
+      nothing is left in ``output_dir`` then.
     """
     output_dir = os.path.abspath(output_dir)
     if version is None:
         version = next_version(output_dir)
     version = int(version)
-    if version < 1:
-        raise ExportError(f"version must be a positive integer, got {version}")
-    final = os.path.join(output_dir, str(version))
-    if os.path.exists(final):
-        raise ExportError(f"version {version} already exists: {final} (exports never overwrite; "
-                          f"pick another --version or leave it out for the next one)")
+    final = version_path(output_dir, version)
     if model_name is None:
         model_name = os.path.basename(output_dir.rstrip(os.sep)) or "zsm"
     try:

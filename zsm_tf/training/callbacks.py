@@ -22,21 +22,13 @@ import keras
 import tensorflow as tf
 
 from zsm_tf.baseline import bicubic_blend
+from zsm_tf.metrics import psnr
 from zsm_tf.training import summary
 
 
 def _nl():
     """A newline to end a terminal progress bar's line first (nothing when not a terminal)."""
     return "\n" if sys.stdout.isatty() else ""
-
-
-def psnr(pred, target, max_val=1.0):
-    """Mean PSNR (dB) over all frames of ``[B, T, H, W, C]`` clips, on clipped predictions."""
-    pred = tf.clip_by_value(tf.cast(pred, tf.float32), 0.0, max_val)
-    target = tf.cast(target, tf.float32)
-    mse = tf.reduce_mean(tf.square(pred - target), axis=[-3, -2, -1])
-    return tf.reduce_mean(10.0 * tf.math.log(max_val ** 2 / tf.maximum(mse, 1e-10)) /
-                          tf.math.log(10.0))
 
 
 def image_strip(baseline, output, target, frames=None):

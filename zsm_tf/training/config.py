@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from zsm_tf.training.loss import REDUCTIONS
-from zsm_tf.training.optimizer import OPTIMIZERS
+from zsm_tf.recipe.loss import REDUCTIONS
+from zsm_tf.recipe.optimizer import OPTIMIZERS
 
 DEFAULTS = {
     # Quick start: a small ZoomingSlowMo (the model class defaults are the paper's full size:
@@ -47,7 +47,7 @@ DEFAULTS = {
         "beta_2": 0.99,
         "epsilon": 1.0e-8,
         "optimizer": "keras_adam",   # keras_adam | torch_adam (eps after the bias correction, as
-                                     # the authors' torch.optim.Adam: zsm_tf/training/optimizer.py)
+                                     # the authors' torch.optim.Adam: zsm_tf/recipe/optimizer.py)
         "loss_reduction": "mean",    # mean | sum (the authors': sum over the global batch)
         "periods": None,           # cosine periods (steps); None: one period of train.steps
         "restart_weights": None,   # None: 1 for every period
@@ -96,7 +96,3 @@ def load_config(path=None, overrides=None):
         raise ValueError(f"train.loss_reduction must be one of {REDUCTIONS}, "
                          f"got {t['loss_reduction']!r}")
     return cfg
-
-
-def dump_config(cfg) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)

@@ -10,7 +10,6 @@ is task ``chief`` if the cluster has one, else worker 0.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
@@ -27,7 +26,7 @@ def split_cpu(n):
 
 def make_strategy(name="default", cpu_replicas=None, tpu=None):
     if name not in STRATEGIES:
-        raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}")
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
     if cpu_replicas and int(cpu_replicas) > 1:
         split_cpu(cpu_replicas)
     if name == "default":
@@ -44,7 +43,7 @@ def make_strategy(name="default", cpu_replicas=None, tpu=None):
             devices=cpus, cross_device_ops=tf.distribute.ReductionToOneDevice(cpus[0]))
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable")
+            raise ValueError("the multi_worker strategy needs the TF_CONFIG environment variable")
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
     tf.config.experimental_connect_to_cluster(resolver)
@@ -64,9 +63,3 @@ def worker_info(strategy):
         return True, None, 0, num
     chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in spec)
     return chief, task_type, task_id, num
-
-
-def tf_config_for(ports, index, host="127.0.0.1"):
-    """TF_CONFIG JSON for worker ``index`` of a cluster of workers on ``host:ports``."""
-    return json.dumps({"cluster": {"worker": [f"{host}:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": int(index)}})

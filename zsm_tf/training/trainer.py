@@ -1,4 +1,6 @@
-"""The training loop: one custom loop for every ``tf.distribute`` strategy.
+"""The training loop (Model Garden's trainer): one custom loop for every ``tf.distribute``
+strategy, around a :class:`~zsm_tf.training.task.Task` (data, model, optimizer, train step) and a
+:class:`~zsm_tf.run_dir.RunDir` (the run's record, checkpoints, weights, logs).
 
 Why not ``model.fit``: Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``
 (keras-team/keras#20585), and a single code path for all strategies keeps checkpoints, resumption
@@ -9,7 +11,7 @@ and logging identical everywhere. The loop is the standard distributed custom lo
 * the data comes from ``strategy.distribute_datasets_from_function``: every input pipeline
   (worker) builds only its own slice of each global batch (:mod:`zsm_tf.data.pipeline`);
 * one ``tf.function`` step runs ``strategy.run(replica_step)``: forward, this replica's share of
-  the Charbonnier loss of the global batch (:func:`zsm_tf.training.loss.replica_loss`: the mean
+  the Charbonnier loss of the global batch (:func:`zsm_tf.recipe.loss.replica_loss`: the mean
   over every value, or the authors' sum with ``train.loss_reduction: sum``), gradients, and
   ``optimizer.apply_gradients``, which all-reduces (sums) the gradients across replicas and
   workers inside the Keras optimizer;
@@ -19,18 +21,13 @@ and logging identical everywhere. The loop is the standard distributed custom lo
   continues with exactly the next batch, the same optimizer moments and the same
   learning-rate schedule position (``optimizer.iterations``).
 
-Output directory (relied on by other tools)::
-
-    OUTPUT/model_config.json     model.get_config(), written at start (chief)
-    OUTPUT/checkpoints/          tf.train checkpoints ("model" is the model's attribute name)
-    OUTPUT/final.weights.h5      model.save_weights at the end (chief)
-    OUTPUT/logs/train            TensorBoard: loss, lr (every step)
-    OUTPUT/logs/validation       TensorBoard: psnr, psnr_bicubic, strip (image)
+The output directory is a :class:`zsm_tf.run_dir.RunDir`: the record (``model_config.json``:
+architecture and the window of the training clips) written at start, ``checkpoints/``,
+``final.weights.h5`` at the end, ``logs/train`` and ``logs/validation`` (all by the chief).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -41,15 +38,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from zsm_tf.data import fixed_batch, make_source, train_dataset
+from zsm_tf.run_dir import RunDir
 from zsm_tf.training.callbacks import CheckpointCallback, TrainingLog, ValidationCallback
-from zsm_tf.training.loss import replica_loss
-from zsm_tf.training.optimizer import make_adam
-from zsm_tf.training.schedule import CosineAnnealingRestarts
 from zsm_tf.training.strategy import worker_info
-
-POLICIES = {None: "float32", "fp32": "float32", "bf16": "mixed_bfloat16",
-            "fp16": "mixed_float16"}
+from zsm_tf.training.task import Task
 
 
 class _Progress:
@@ -88,52 +80,35 @@ def graph_optimizations(enabled=True):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
-def _model_class():
-    from zsm_tf import ZoomingSlowMo
-
-    return ZoomingSlowMo
-
-
 class Trainer:
-    """Builds everything from a config dict (:mod:`zsm_tf.training.config`) and trains.
+    """Trains the :class:`~zsm_tf.training.task.Task` of a config dict
+    (:mod:`zsm_tf.training.config`) into a run folder, resuming from its checkpoints.
 
     ``strategy``: a ``tf.distribute.Strategy`` (:func:`zsm_tf.training.strategy.make_strategy`).
     ``source`` / ``val_source``: override the data sources made from ``cfg["data"]``.
+    ``deterministic``: see :class:`~zsm_tf.training.task.Task`.
     """
 
     def __init__(self, cfg, strategy=None, output_dir="runs/zsm", source=None, val_source=None,
-                 verbose=True):
-        self.cfg = cfg
+                 verbose=True, deterministic=False):
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.out = Path(output_dir)
+        self.run_dir = RunDir(output_dir)
+        self.out = self.run_dir.path
         self.chief, self.task_type, self.task_id, self.num_workers = worker_info(self.strategy)
         self.verbose = verbose and self.chief
-        d, t = cfg["data"], cfg["train"]
-        self.scale = int(d["scale"])
-        self.global_batch = int(t["global_batch"])
+        self.task = Task(cfg, deterministic=deterministic, log=self._log)
+        self.cfg = self.task.cfg
+        self.scale, self.global_batch = self.task.scale, self.task.global_batch
         if self.global_batch % self.strategy.num_replicas_in_sync:
             raise ValueError(f"global batch {self.global_batch} is not divisible by the "
                              f"{self.strategy.num_replicas_in_sync} replicas")
-        hr_patch = int(d["lr_patch"]) * self.scale
-        self.source = source or make_source(
-            d["source"], hr_patch=hr_patch, frames=int(d["frames"]), scale=self.scale,
-            seed=int(d["seed"]), lr_dir=d.get("lr_dir"), video_resize=float(d["video_resize"]))
-        self.val_source = val_source
-        if self.val_source is None and int(d.get("val_clips") or 0) > 0:
-            try:
-                self.val_source = make_source(
-                    d["source"], hr_patch=int(d["val_lr_patch"]) * self.scale,
-                    frames=int(d["frames"]), scale=self.scale, seed=int(d["seed"]),
-                    validation=True, lr_dir=d.get("lr_dir"),
-                    video_resize=float(d["video_resize"]), limit=int(d["val_clips"]))
-            except (OSError, ValueError) as e:
-                self._log(f"validation disabled: {e}")
+        self.source = source or self.task.build_source()
+        self.val_source = val_source if val_source is not None else self.task.build_val_source()
         self._log(f"Training data: {self.source.describe()}")
         if self.val_source is not None:
-            self._log(f"Validation data: {d['val_clips']} clip(s) of {self.val_source.describe()}")
-
-        # the model's own dtype policy: the process-wide Keras policy is left alone
-        self.policy = POLICIES[t.get("mixed_precision")]
+            self._log(f"Validation data: {self.cfg['data']['val_clips']} clip(s) of "
+                      f"{self.val_source.describe()}")
+        self.policy = self.task.policy
         self._build()
 
     def _log(self, msg):
@@ -141,33 +116,19 @@ class Trainer:
             print(msg, flush=True)
 
     def _build(self):
-        cfg, t = self.cfg, self.cfg["train"]
-        periods = t["periods"] or [int(t["steps"])]
-        self.schedule = CosineAnnealingRestarts(t["lr"], periods, t["restart_weights"],
-                                                t["eta_min"], warmup=t.get("warmup", 0))
-        model_cfg = dict(cfg["model"])
-        if t.get("jit_compile") and model_cfg.get("deform_impl", "auto") != "gather":
-            # the compiled deformable op has no XLA kernel; the gather path compiles
-            self._log("--jit-compile: using deform_impl='gather' (XLA-compilable)")
-            model_cfg["deform_impl"] = "gather"
-        if t.get("init_seed") is not None:
-            keras.utils.set_random_seed(int(t["init_seed"]))
+        t = self.cfg["train"]
         with self.strategy.scope():
-            self.model = _model_class()(**model_cfg, dtype=self.policy)
-            opt = make_adam(t.get("optimizer", "keras_adam"), self.schedule, t["beta_1"],
-                            t["beta_2"], t["epsilon"])
-            if self.policy == "mixed_float16":
-                opt = keras.optimizers.LossScaleOptimizer(opt)
-            opt.build(self.model.trainable_variables)
-            self.optimizer = opt
+            self.model = self.task.build_model()
+            self.optimizer = self.task.build_optimizer(self.model)
+        self.schedule = self.task.schedule
         self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.samples_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="samples_seen")
-        self.seed_var = tf.Variable(int(cfg["data"]["seed"]), dtype=tf.int64, trainable=False,
+        self.seed_var = tf.Variable(int(self.cfg["data"]["seed"]), dtype=tf.int64, trainable=False,
                                     name="data_seed")
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               step=self.step_var, samples_seen=self.samples_var,
                                               data_seed=self.seed_var)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.ckpt_dir = self.run_dir.checkpoints
         self.scratch = None
         if self.chief:
             directory = self.ckpt_dir
@@ -179,25 +140,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def restore(self):
-        """Restores the latest checkpoint of ``OUTPUT/checkpoints`` if any; returns the step."""
+        """Restores the latest checkpoint of ``OUTPUT/checkpoints`` if any, else initialises the
+        model (:meth:`Task.initialize`); returns the step."""
         latest = tf.train.latest_checkpoint(os.fspath(self.ckpt_dir))
         if not latest:
-            init = self.cfg["train"].get("init_weights")
-            if self.cfg["train"].get("init", "random") == "kaiming" and not init:
-                from zsm_tf.initialization import kaiming_init
-
-                kaiming_init(self.model, seed=int(self.cfg["train"].get("init_seed") or 0))
-                self._log("Kaiming initialisation: He-normal convolutions, residual blocks x0.1 "
-                          "(zsm_tf/initialization.py)")
-            if self.cfg["train"].get("init", "random") == "upsampling" and not init:
-                from zsm_tf.initialization import upsampling_init
-
-                upsampling_init(self.model)
-                self._log("Upsampling initialisation: the model starts as nearest x4 with "
-                          "blended new frames (zsm_tf/initialization.py)")
-            if init:
-                self.model.load_weights(os.fspath(init))
-                self._log(f"Initialised the model from {init}")
+            self.task.initialize(self.model)
             return 0
         cfg_seed = int(self.seed_var.numpy())
         self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -209,80 +156,23 @@ class Trainer:
                       f"{cfg_seed} from the config)")
         return step
 
-    def _write_model_config(self):
-        if not self.chief:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        config = self.model.get_config()
-        (self.out / "model_config.json").write_text(json.dumps(config, indent=2, default=str))
-
-    # ------------------------------------------------------------------ steps
     def _make_train_step(self):
-        model, opt, strategy = self.model, self.optimizer, self.strategy
-        t = self.cfg["train"]
-        eps = float(t["charbonnier_eps"])
-        reduction = t.get("loss_reduction", "mean")
-        global_batch = self.global_batch
-        fp16 = self.policy == "mixed_float16"
-        sync_finite = fp16 and strategy.num_replicas_in_sync > 1
-
-        def compute(lr, hr):
-            with tf.GradientTape() as tape:
-                out = model(lr, training=True)
-                loss = replica_loss(hr, out, global_batch, eps, reduction)
-                scaled = opt.scale_loss(loss) if fp16 else loss
-            grads = tape.gradient(scaled, model.trainable_variables)
-            return loss, grads
-
-        if t.get("jit_compile"):
-            compute = tf.function(compute, jit_compile=True)
-
-        def replica_step(lr, hr):
-            loss, grads = compute(lr, hr)
-            if sync_finite:
-                # LossScaleOptimizer checks each replica's own gradients: make every replica
-                # see non-finite gradients if any does, so all skip the step together.
-                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-                bad = tf.distribute.get_replica_context().all_reduce(
-                    tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-                ok = tf.cast(tf.equal(bad, 0.0), tf.float32)  # 1 or 0: 1/0 = inf taints all
-                grads = [g * tf.cast(1.0 / ok, g.dtype) for g in grads]
-            opt.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
-
-        @tf.function
-        def train_step(iterator):
-            lr, hr = next(iterator)
-            losses = strategy.run(replica_step, args=(lr, hr))
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-
-        return train_step
-
-    def dataset(self, start_sample):
-        d = self.cfg["data"]
-        seed = int(self.seed_var.numpy())
-
-        def fn(ctx):
-            return train_dataset(self.source, global_batch=self.global_batch, seed=seed,
-                                 start_sample=start_sample, input_context=ctx, scale=self.scale,
-                                 augment=dict(d["augment"]) if d["augment"] else False,
-                                 quantize=bool(d["quantize_lr"]))
-
-        return self.strategy.distribute_datasets_from_function(fn)
+        return self.task.train_step(self.model, self.optimizer, self.strategy)
 
     # ------------------------------------------------------------------ loop
     def fit(self, steps=None):
         """Trains up to global step ``steps`` (default ``train.steps``), resuming if possible.
         Returns ``{"step", "losses" (this run's per-step losses), "val_psnr"}``.
         ``train.graph_optimizations: false`` switches Grappler off for this call only."""
-        with graph_optimizations(bool(self.cfg["train"].get("graph_optimizations", True))):
+        with graph_optimizations(bool(self.cfg["train"]["graph_optimizations"])):
             return self._fit(steps)
 
     def _fit(self, steps):
         t = self.cfg["train"]
         total = int(steps if steps is not None else t["steps"])
         start = self.restore()
-        self._write_model_config()
+        if self.chief:
+            self.run_dir.write_record(self.task.record(self.model))
         samples = int(self.samples_var.numpy())
         n_rep = self.strategy.num_replicas_in_sync
         self._log(f"Strategy {type(self.strategy).__name__}: {n_rep} replica(s)"
@@ -293,18 +183,14 @@ class Trainer:
         writer = None
         val_writer = None
         if self.chief:
-            writer = tf.summary.create_file_writer(os.fspath(self.out / "logs" / "train"))
+            writer = tf.summary.create_file_writer(os.fspath(self.run_dir.logs("train")))
             if self.val_source is not None:
-                val_writer = tf.summary.create_file_writer(
-                    os.fspath(self.out / "logs" / "validation"))
+                val_writer = tf.summary.create_file_writer(os.fspath(self.run_dir.logs("validation")))
         callbacks = [TrainingLog(writer, initial_step=start)]
         if self.val_source is not None:
-            vlr, vhr = fixed_batch(self.val_source, int(self.cfg["data"]["val_clips"]),
-                                   seed=int(self.seed_var.numpy()), scale=self.scale,
-                                   quantize=bool(self.cfg["data"]["quantize_lr"]))
+            vlr, vhr = self.task.validation_batch(self.val_source, int(self.seed_var.numpy()))
             callbacks.append(ValidationCallback(vlr, vhr, val_writer, t["val_every"], self.scale,
                                                 verbose=self.verbose, initial_step=start))
-
         def before_save(step):
             self.step_var.assign(step)
             self.samples_var.assign(samples)
@@ -322,9 +208,10 @@ class Trainer:
         if start >= total:
             self._log(f"Already at step {start} >= {total}: nothing to train")
         else:
-            iterator = iter(self.dataset(samples))
+            iterator = iter(self.task.dataset(self.strategy, self.source,
+                                              int(self.seed_var.numpy()), samples))
             train_step = self._make_train_step()
-            progress = _Progress(total, start, t.get("print_every", 10), self.verbose)
+            progress = _Progress(total, start, t["print_every"], self.verbose)
             self._log(f"Training steps {start + 1}..{total} (the first one traces the graph)")
             step = start
             tick = time.perf_counter()
@@ -359,7 +246,7 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end()
         if self.chief:
-            path = self.out / "final.weights.h5"
+            path = self.run_dir.final_weights
             self.model.save_weights(os.fspath(path))
             self._log(f"Saved {path}")
         if writer is not None:
