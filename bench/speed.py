@@ -196,13 +196,13 @@ def main(argv=None):
     import tensorflow as tf
 
     from zsm_tf import precision as prec
-    from zsm_tf.inference import pad_amounts, trained_settings, window_schedule
+    from zsm_tf.inference import pad_amounts, window_schedule
     from zsm_tf.loading import load_model, shipped_weights
 
     base_model = load_model(shipped_weights())
-    settings = trained_settings()
-    window = int(settings.get("window", 4))
-    precision = prec.resolve(args.precision, settings.get("bf16_psnr_cost_db"))
+    settings = base_model.inference_settings   # the weights' record: what the CLI uses
+    window = settings.default_window
+    precision = prec.resolve(args.precision, settings.bf16_psnr_cost_db)
     model = prec.with_precision(base_model, precision)
     hp, wp = h + pad_amounts(h, w)[0], w + pad_amounts(h, w)[1]
 
