@@ -38,9 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's zsm_tf, not an installed one
 sys.path.insert(0, str(ROOT / "bench"))
-DEFAULT_VIDEOS = ROOT.parent / "shared" / "videos"
-# never seen by the shipped weights' training (configs/shipped.yaml)
-HELD_OUT = ("again.mkv", "night.mkv", "thanks.mkv", "yes.mkv", "realshort.mp4")
+from heldout import DEFAULT_VIDEOS, HELD_OUT  # noqa: E402  (the one held-out list)
+
 # fast motion (objects on a moving line; people walking at 10 fps): the stretches with the most
 # frame-to-frame change. The shipped weights were trained on these files (all frames), so they
 # test the untrained motion base and FFmpeg fairly, the model's learned correction less so.

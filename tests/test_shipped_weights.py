@@ -110,3 +110,29 @@ def test_heldout_clips_beat_ffmpeg_mci_plus_lanczos(heldout, capsys):
               + f"; new frames on average {new_gap:+.2f} dB")
     assert all(r["model"]["all"][0] > r["ffmpeg"]["all"][0] for _, r in rows), rows
     assert new_gap > 0, rows
+
+
+@pytest.mark.parametrize("config", ["shipped.yaml", "motion.yaml", "realclips.yaml"])
+def test_no_held_out_clip_in_a_training_set(config, shared_dir):
+    """The clips the benches score the shipped weights on (bench/heldout.py's HELD_OUT) are in
+    none of the training configs' data: the source the trainer builds from each config (its
+    ``data.exclude``) lists the other 18 clips of ../shared/videos, and no held-out one."""
+    from zsm_tf.training.config import load_config
+    from zsm_tf.training.task import Task
+
+    held_out = _heldout_module().HELD_OUT
+    cfg = load_config(ROOT / "configs" / config)
+    assert cfg["data"]["source"] == "videos:../shared/videos"
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)   # the configs name ../shared/videos from the project root, as train.py runs
+    try:
+        task = Task(cfg, log=lambda *_: None)
+        names = {Path(v["path"]).name for src in (task.build_source(), task.build_val_source())
+                 for v in src.videos}
+    finally:
+        os.chdir(cwd)
+    assert not names & set(held_out), names & set(held_out)
+    everything = {p.name for p in (shared_dir / "videos").iterdir() if p.suffix in (".mkv", ".mp4")}
+    assert names == everything - set(held_out) and len(names) == 18

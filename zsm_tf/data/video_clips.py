@@ -89,7 +89,7 @@ class VideoFolder:
     kind = "videos"
 
     def __init__(self, root, frames=7, hr_patch=128, resize=1.0, crop="random", stride=1,
-                 files=None):
+                 files=None, exclude=()):
         self.root = Path(root)
         self.frames = int(frames)
         self.hr_patch = int(hr_patch)
@@ -98,6 +98,8 @@ class VideoFolder:
         self.region = int(round(self.hr_patch / self.resize))
         if files is None:
             files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_INPUT_EXTS)
+        self.excluded = sorted(os.fspath(f) for f in files if Path(f).name in set(exclude))
+        files = [f for f in files if Path(f).name not in set(exclude)]
         self.videos = []
         self.skipped = []
         for f in files:
@@ -123,7 +125,8 @@ class VideoFolder:
     def describe(self) -> str:
         n = sum(len(v["pts"]) for v in self.videos)
         res = f", regions {self.region}px resized x{self.resize:g}" if self.resize != 1 else ""
-        return (f"videos under {self.root} ({len(self.videos)} files, {n} frames, "
+        out = f", {len(self.excluded)} held out" if self.excluded else ""
+        return (f"videos under {self.root} ({len(self.videos)} files{out}, {n} frames, "
                 f"{self.num_items} {self.frames}-frame windows; {self.crop} crops "
                 f"{self.hr_patch}x{self.hr_patch}{res}; LR by bicubic x4 on the fly)")
 

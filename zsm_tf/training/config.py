@@ -33,6 +33,7 @@ DEFAULTS = {
         "augment": {"flip": True, "rot90": True, "reverse": True},
         "quantize_lr": True,     # round on-the-fly LR to 8-bit levels, like stored PNGs
         "video_resize": 1.0,     # videos: downscale frames by this factor before cropping
+        "exclude": [],           # videos: file names left out (held-out clips), e.g. [a.mkv]
         "val_clips": 2,
         "val_lr_patch": 32,
     },

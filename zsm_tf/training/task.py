@@ -104,7 +104,8 @@ class Task:
     def _source_args(self):
         d = self.cfg["data"]
         return dict(frames=int(d["frames"]), scale=self.scale, seed=int(d["seed"]),
-                    lr_dir=d["lr_dir"], video_resize=float(d["video_resize"]))
+                    lr_dir=d["lr_dir"], video_resize=float(d["video_resize"]),
+                    exclude=tuple(d.get("exclude") or ()))
 
     def build_source(self):
         """The training source of ``cfg["data"]``."""
