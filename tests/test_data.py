@@ -170,3 +170,17 @@ def test_make_source_specs(tmp_path):
             make_source(bad)
     with pytest.raises(FileNotFoundError):
         make_source(f"videos:{tmp_path}")
+
+
+def test_video_windows_of_frames_two_apart(shared_dir):
+    """data.frame_step: a window of 7 frames 2 apart is every other frame of a 13-frame window."""
+    from zsm_tf.data.video_clips import VideoFolder
+
+    kw = dict(hr_patch=64, crop="center", exclude=("again.mkv", "night.mkv"))
+    step2 = VideoFolder(shared_dir / "videos", 7, frame_step=2, **kw)
+    span = VideoFolder(shared_dir / "videos", 13, **kw)
+    assert step2.num_items == span.num_items and "frames 2 apart" in step2.describe()
+    assert "2 held out" in step2.describe()
+    assert not {Path(v["path"]).name for v in step2.videos} & {"again.mkv", "night.mkv"}
+    for item in (0, step2.num_items // 2):
+        np.testing.assert_array_equal(step2.read(item), span.read(item)[::2])

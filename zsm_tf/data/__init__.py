@@ -36,9 +36,10 @@ def parse_spec(spec):
 
 
 def make_source(spec, *, hr_patch=128, frames=7, scale=4, seed=0, validation=False, lr_dir=None,
-                video_resize=1.0, limit=None, exclude=()):
+                video_resize=1.0, limit=None, exclude=(), frame_step=1):
     """The training (or, with ``validation=True``, validation) source for a ``--data`` spec.
-    ``exclude``: file names a ``videos:`` source leaves out (clips held out for scoring).
+    ``exclude``: file names a ``videos:`` source leaves out (clips held out for scoring);
+    ``frame_step``: a ``videos:`` window takes every ``frame_step``-th frame (2: twice the motion).
 
     Validation sources take centre crops: the Vimeo test list, generated scenes of another seed,
     or windows spread over the same video folder (not held out).
@@ -53,4 +54,5 @@ def make_source(spec, *, hr_patch=128, frames=7, scale=4, seed=0, validation=Fal
     if kind == "vimeo":
         return VimeoSeptuplets(arg, "test" if validation else "train", hr_patch, scale,
                                lr_dir=lr_dir, crop=crop, frames=frames, limit=limit)
-    return VideoFolder(arg, frames, hr_patch, resize=video_resize, crop=crop, exclude=exclude)
+    return VideoFolder(arg, frames, hr_patch, resize=video_resize, crop=crop, exclude=exclude,
+                       frame_step=frame_step)

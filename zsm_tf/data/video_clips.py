@@ -89,12 +89,16 @@ class VideoFolder:
     kind = "videos"
 
     def __init__(self, root, frames=7, hr_patch=128, resize=1.0, crop="random", stride=1,
-                 files=None, exclude=()):
+                 files=None, exclude=(), frame_step=1):
         self.root = Path(root)
         self.frames = int(frames)
         self.hr_patch = int(hr_patch)
         self.resize = float(resize)
         self.crop = crop
+        self.frame_step = int(frame_step)
+        if self.frame_step < 1:
+            raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+        self.span = (self.frames - 1) * self.frame_step + 1   # source frames a window covers
         self.region = int(round(self.hr_patch / self.resize))
         if files is None:
             files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_INPUT_EXTS)
@@ -104,7 +108,7 @@ class VideoFolder:
         self.skipped = []
         for f in files:
             info = probe(f)
-            if info is None or len(info[0]) < self.frames or min(info[1], info[2]) < self.region:
+            if info is None or len(info[0]) < self.span or min(info[1], info[2]) < self.region:
                 self.skipped.append(os.fspath(f))
                 continue
             self.videos.append({"path": os.fspath(f), "pts": info[0], "width": info[1],
@@ -115,7 +119,7 @@ class VideoFolder:
                 f"least {self.region}x{self.region}; skipped {len(self.skipped)})")
         win_file, win_start = [], []
         for i, v in enumerate(self.videos):
-            starts = range(0, len(v["pts"]) - self.frames + 1, int(stride))
+            starts = range(0, len(v["pts"]) - self.span + 1, int(stride))
             win_file += [i] * len(starts)
             win_start += list(starts)
         self._win_file = np.asarray(win_file, np.int64)
@@ -127,7 +131,8 @@ class VideoFolder:
         res = f", regions {self.region}px resized x{self.resize:g}" if self.resize != 1 else ""
         out = f", {len(self.excluded)} held out" if self.excluded else ""
         return (f"videos under {self.root} ({len(self.videos)} files{out}, {n} frames, "
-                f"{self.num_items} {self.frames}-frame windows; {self.crop} crops "
+                f"{self.num_items} {self.frames}-frame windows"
+                f"{f' of frames {self.frame_step} apart' if self.frame_step > 1 else ''}; {self.crop} crops "
                 f"{self.hr_patch}x{self.hr_patch}{res}; LR by bicubic x4 on the fly)")
 
     def window(self, item):
@@ -145,7 +150,7 @@ class VideoFolder:
         x0 = int(min(float(fx), 1.0) * (v["width"] - r + 1)) if self.crop != "center" else \
             (v["width"] - r) // 2
         y0, x0 = min(y0, v["height"] - r), min(x0, v["width"] - r)
-        clip = read_frames(v["path"], v["pts"], start, self.frames, (y0, x0, r, r))
+        clip = read_frames(v["path"], v["pts"], start, self.span, (y0, x0, r, r))[::self.frame_step]
         if r != self.hr_patch:
             from PIL import Image
 

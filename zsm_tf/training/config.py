@@ -34,6 +34,7 @@ DEFAULTS = {
         "quantize_lr": True,     # round on-the-fly LR to 8-bit levels, like stored PNGs
         "video_resize": 1.0,     # videos: downscale frames by this factor before cropping
         "exclude": [],           # videos: file names left out (held-out clips), e.g. [a.mkv]
+        "frame_step": 1,         # videos: windows of every k-th frame (2: twice the motion)
         "val_clips": 2,
         "val_lr_patch": 32,
     },
