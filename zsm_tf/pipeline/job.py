@@ -19,18 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from zsm_tf import interrupts
 from zsm_tf import io as vio
+from zsm_tf.interrupts import Terminated  # noqa: F401 - re-exported
 from zsm_tf.pipeline.resume import MANIFEST_VERSION, input_identity, sha256_file
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt); a command run
+    as a process has this already, for its whole run (:func:`zsm_tf.interrupts.install`)."""
+    if threading.current_thread() is not threading.main_thread() or interrupts.installed():
         yield
         return
 
