@@ -98,7 +98,8 @@ def _run_command(prog, run, args, status, interrupt_hint) -> int:
         if isinstance(e, user_errors()):
             if debug:
                 raise
-            err(one_line(e, 400))
+            hint = getattr(e, "resume_hint", None)
+            err(one_line(e, 400) + (f"; {hint}" if hint else ""))
             return status
         if debug:
             raise
@@ -107,7 +108,8 @@ def _run_command(prog, run, args, status, interrupt_hint) -> int:
         elif isinstance(e, OSError):
             err(f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}")
         else:
-            err(f"unexpected {type(e).__name__}: {one_line(e)} (--debug for the traceback)")
+            err(f"unexpected {type(e).__name__}: {one_line(e)} (--debug for the traceback)"
+                + (f"; {e.resume_hint}" if getattr(e, "resume_hint", None) else ""))
     return 1
 
 
@@ -164,6 +166,13 @@ def check_model_args(args) -> None:
             raise ValueError(f"--tile-overlap must be a multiple of 4 in [0, tile), got {args.tile_overlap}")
     if args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    if getattr(args, "max_memory", None):
+        from zsm_tf.memory import parse_size
+
+        try:
+            parse_size(args.max_memory)
+        except ValueError as e:
+            raise ValueError(f"--max-memory: {e}") from None
 
 
 def weights_path(args):

@@ -7,7 +7,8 @@ video extension (or ending in /), a folder of PNG frames. K input frames give 2K
 --fps-mode double (default) doubles the frame rate, so the duration is kept and the input's
 audio track is copied; slowmo keeps the input rate (2x slow motion, audio dropped).
 
-Interrupted runs resume: progress is committed every --segment-frames output frames in
+Interrupted runs resume: progress is committed every --segment-frames output frames (and at
+least about every --segment-seconds) in
 .OUTPUT.zsm-work/ beside the output; rerun the same command after Ctrl-C, SIGTERM, kill -9 or a
 crash to continue (--no-resume starts afresh). Frames keep their input timestamps (new frames
 midway); rotation, colour tags and audio/subtitle languages are kept. An existing output needs
@@ -42,11 +43,11 @@ from zsm_tf.loading import load_model
 
 PROG = "zsm-tf upscale"
 # options that do not change the output (they may differ between a run and its resumption)
-NOT_JOB_FLAGS = {"input", "output", "quiet", "overwrite", "no_resume", "strict", "debug"}
+NOT_JOB_FLAGS = {"input", "output", "quiet", "overwrite", "no_resume", "strict", "debug", "segment_seconds"}
 
 
 def build_parser():
-    from zsm_tf.pipeline.resume import DEFAULT_SEGMENT_FRAMES
+    from zsm_tf.pipeline.resume import DEFAULT_SEGMENT_FRAMES, DEFAULT_SEGMENT_SECONDS
 
     p = parser_for(PROG, __doc__)
     p.add_argument("input", help="video file or folder of images")
@@ -67,6 +68,9 @@ def build_parser():
     g.add_argument("--segment-frames", type=int, default=DEFAULT_SEGMENT_FRAMES, metavar="N",
                    help=f"commit progress about every N output frames, rounded up to whole windows "
                         f"(default {DEFAULT_SEGMENT_FRAMES})")
+    g.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS, metavar="S",
+                   help=f"and at the first window boundary after S seconds of work on a segment "
+                        f"(default {DEFAULT_SEGMENT_SECONDS:g}), so a slow job loses little")
     g.add_argument("--strict", action="store_true",
                    help="refuse a damaged input stream (default: upscale the frames before the "
                         "damage, then exit with an error naming the frame)")
@@ -78,6 +82,9 @@ def run(args) -> int:
     from zsm_tf.pipeline.video import VideoJob
 
     check_model_args(args)
+    if not args.segment_seconds > 0:
+        raise ValueError(f"--segment-seconds must be positive, got {args.segment_seconds:g}")
+    weights = check_weights(args)   # every flag and path before the scan and the model
 
     def note(msg):
         if not args.quiet:
@@ -85,10 +92,10 @@ def run(args) -> int:
 
     with VideoJob(args.input, args.output, fps=args.fps, fps_mode=args.fps_mode, crf=args.crf,
                   overwrite=args.overwrite, strict=args.strict, resume=not args.no_resume,
-                  segment_frames=args.segment_frames, progress=not args.quiet, note=note) as job:
+                  segment_frames=args.segment_frames, segment_seconds=args.segment_seconds,
+                  progress=not args.quiet, note=note) as job:
         note("loading the model (the first run also compiles the deformable-convolution op)")
         quiet_tf()
-        weights = weights_path(args)
         model = load_model(weights, config=args.config)
         upscaler = build_upscaler(args, model, pipeline=True)
         flags = {k: v for k, v in vars(args).items() if k not in NOT_JOB_FLAGS and not k.startswith("_")}
@@ -103,6 +110,20 @@ def run(args) -> int:
               f"before it ({res.frames} output frames)", file=sys.stderr)
         return 1
     return 0
+
+
+def check_weights(args):
+    """The weights to load (``--weights`` or the shipped ones), their config found and read, or
+    one line naming the flag; no TensorFlow."""
+    from zsm_tf.loading import ModelLoadError, read_config, resolve_source
+
+    try:
+        weights = weights_path(args)
+        read_config(resolve_source(weights, args.config))
+    except ModelLoadError as e:
+        flag = "--config" if args.config and args.config in str(e) else "--weights" if args.weights else None
+        raise ModelLoadError(f"{flag}: {e}" if flag else str(e)) from None
+    return weights
 
 
 def main(argv=None) -> int:

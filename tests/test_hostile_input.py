@@ -1,0 +1,216 @@
+"""Hostile input to ``zsm-tf upscale``, in process with ``fake_model`` (cheap): every flag and
+path check before the scan and the model; a frames folder damaged part-way keeps the frames
+before the damage (like a damaged video); commits by time as well as by frames; a full disk
+keeps the committed work and says so (a real small tmpfs when root can mount one, else a
+simulated ENOSPC)."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import subprocess
+import time
+
+import av
+import numpy as np
+import pytest
+from test_upscale import fake_model, frames_folder
+from test_video_io import make_video
+
+from zsm_tf.commands import upscale
+from zsm_tf.pipeline import job, resume
+from zsm_tf.pipeline.resume import work_dir_for
+
+
+def run(argv, capsys):
+    rc = upscale.main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def one_error(err):
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.fixture
+def guarded(monkeypatch):
+    """The model (and, with ``scanned``, the scan) must not be reached."""
+    calls = {"load": 0, "scan": 0}
+
+    def load(*a, **k):
+        calls["load"] += 1
+        return fake_model
+    real = job.inspect_input
+
+    def scan(*a, **k):
+        calls["scan"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(upscale, "load_model", load)
+    monkeypatch.setattr(job, "inspect_input", scan)
+    return calls
+
+
+@pytest.mark.parametrize("case, words", [
+    ("crf", ["--crf", "0..51", "-5"]),
+    ("crf-webm", ["--crf", "0..63", "70"]),
+    ("max-memory", ["--max-memory", "lots"]),
+    ("weights", ["--weights", "nope.weights.h5"]),
+    ("config", ["--config", "nope.json"]),
+    ("locked", ["another zsm-tf upscale is writing", "out.mp4"]),
+    ("segment-seconds", ["--segment-seconds", "0"]),
+])
+def test_flag_and_path_checks_before_the_scan_and_the_model(tmp_path, guarded, capsys, case, words):
+    src = make_video(tmp_path / "in.mp4", 9, w=20, h=16)
+    out = tmp_path / ("out.webm" if case == "crf-webm" else "out.mp4")
+    extra = {"crf": ["--crf", "-5"], "crf-webm": ["--crf", "70"], "max-memory": ["--max-memory", "lots"],
+             "weights": ["--weights", tmp_path / "nope.weights.h5"],
+             "config": ["--config", tmp_path / "nope.json"],
+             "segment-seconds": ["--segment-seconds", "0"]}.get(case, [])
+    held = None
+    if case == "locked":   # another run holds the work folder's lock
+        work = work_dir_for(out)
+        work.mkdir()
+        held = os.open(str(work / "lock"), os.O_RDWR | os.O_CREAT)
+        fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        rc, err = run([src, out, "-q", *extra], capsys)
+    finally:
+        if held is not None:
+            os.close(held)
+    line = one_error(err)
+    assert rc == 1 and all(w in line for w in words), err
+    assert guarded == {"load": 0, "scan": 0}, (guarded, err)
+    assert not out.exists()
+
+
+def test_corrupt_early_frame_refused_before_the_model(tmp_path, guarded, capsys):
+    src = frames_folder(tmp_path / "in", 12, 20, 16)
+    truncate(src / "0001.png")
+    rc, err = run([src, tmp_path / "out.mp4", "-q"], capsys)
+    line = one_error(err)
+    assert rc == 1 and "0001.png" in line and "need at least 2" in line, err
+    assert guarded["load"] == 0 and not (tmp_path / "out.mp4").exists()
+
+
+def count_frames(path):
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def test_folder_damaged_part_way_keeps_the_frames_before(tmp_path, monkeypatch, capsys):
+    """A truncated PNG at frame 30 of 40: like a damaged video, the 30 frames before it are
+    upscaled and written (59 output frames), then exit 1 naming the file; --strict refuses."""
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
+    src = frames_folder(tmp_path / "in", 40, 20, 16)
+    truncate(src / "0030.png")
+    out = tmp_path / "out.mp4"
+    rc, err = run([src, out, "--segment-frames", "12", "--window", "3"], capsys)
+    line = one_error(err)
+    assert rc == 1 and "0030.png" in line and "from the 30 frames before it" in line, err
+    assert "damaged image" in err and count_frames(out) == 59
+    rc, err = run([src, tmp_path / "strict.mp4", "--strict", "-q"], capsys)
+    assert rc == 1 and "0030.png" in one_error(err) and not (tmp_path / "strict.mp4").exists()
+
+
+def test_rgba_frames_say_alpha_is_dropped(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 20, 4), 60 * i, np.uint8), "RGBA").save(src / f"{i}.png")
+    rc, err = run([src, tmp_path / "out"], capsys)
+    assert rc == 0 and "alpha channel" in err and "dropped" in err, err
+
+
+def slow_then_interrupted(calls_before_interrupt, delay):
+    calls = [0]
+
+    def model(x):
+        calls[0] += 1
+        if calls[0] == calls_before_interrupt:
+            raise KeyboardInterrupt()
+        time.sleep(delay)
+        return fake_model(x)
+    return model
+
+
+def committed(out):
+    return json.loads((work_dir_for(out) / "manifest.json").read_text())["segments"]
+
+
+def test_commits_by_time_as_well_as_by_frames(tmp_path, monkeypatch, capsys):
+    """--segment-frames far above the clip, but a slow model: segments are committed at window
+    boundaries once --segment-seconds have passed, and a rerun resumes from them."""
+    src = frames_folder(tmp_path / "in", 13, 20, 16)
+    out = tmp_path / "out"
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: slow_then_interrupted(5, 0.2))
+    args = ["--window", "3", "--segment-frames", "1000", "--segment-seconds", "0.3"]
+    rc, err = run([src, out, *args, "-q"], capsys)
+    assert rc == 130 and "output frames are kept" in err, err
+    segs = committed(out)
+    assert 1 <= len(segs) < 4 and segs[-1]["end"] < 25, segs
+    assert all((s["end"] - 1) % 4 == 0 for s in segs)           # on window boundaries
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
+    rc, err = run([src, out, *args], capsys)
+    assert rc == 0 and f"resuming: {segs[-1]['end']} output frames already done" in err, err
+    assert len(list(out.iterdir())) == 25
+
+
+def enospc_after(n, real):
+    calls = [0]
+
+    def write(path, frame):
+        calls[0] += 1
+        if calls[0] > n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, frame)
+    return write
+
+
+def test_full_disk_keeps_the_work_and_says_so_simulated(tmp_path, monkeypatch, capsys):
+    src = frames_folder(tmp_path / "in", 13, 20, 16)
+    out = tmp_path / "out"
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
+    monkeypatch.setattr(resume, "write_png", enospc_after(10, resume.write_png))
+    args = ["--window", "3", "--segment-frames", "4"]
+    rc, err = run([src, out, *args, "-q"], capsys)
+    line = one_error(err)
+    assert rc == 1 and "disk full" in line and "9 of 25 output frames are kept" in line, err
+    assert "free space and run the same command again to resume" in line and "per output frame" in line
+    assert work_dir_for(out).is_dir() and not out.exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
+    rc, err = run([src, out, *args], capsys)
+    assert rc == 0 and "resuming: 9 output frames already done" in err, err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 160 kB tmpfs (root only; skipped where it cannot be mounted)."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(d)],
+                                           capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_full_disk_real_tmpfs(tmp_path, small_disk, monkeypatch, capsys):
+    src = frames_folder(tmp_path / "in", 41, 40, 32)
+    out = small_disk / "out"
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
+    rc, err = run([src, out, "--window", "3", "--segment-frames", "8"], capsys)
+    line = one_error(err)
+    assert rc == 1 and "disk full" in line and "free space and run the same command again" in line, err
+    assert "the output needs about" in err          # said up front, after the first segment
+    assert work_dir_for(out).is_dir() and not out.exists()
