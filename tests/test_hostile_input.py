@@ -214,3 +214,57 @@ def test_full_disk_real_tmpfs(tmp_path, small_disk, monkeypatch, capsys):
     assert rc == 1 and "disk full" in line and "free space and run the same command again" in line, err
     assert "the output needs about" in err          # said up front, after the first segment
     assert work_dir_for(out).is_dir() and not out.exists()
+
+
+# ------------------------------------------------------------------- messages naming the problem
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "nf=abc"], ["model option nf", "'abc'", "--model nf="]),
+    (["--model", "nf=-4"], ["model option nf", "-4"]),
+    (["--model", "back_rbs=1.5"], ["model option back_rbs", "1.5"]),
+    (["--data", "videos:/nope/clips"], ["--data videos:/nope/clips: no such folder"]),
+])
+def test_train_messages_name_the_option(tmp_path, capsys, argv, words):
+    from zsm_tf.commands.train import main
+
+    rc = main([*argv, "--output-dir", str(tmp_path / "run"), "--steps", "1"])
+    line = one_error(capsys.readouterr().err)
+    assert rc == 2 and line.startswith("train.py: error:") and all(w in line for w in words), line
+    assert "filters" not in line and "not supported between" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_convert_weights_messages(tmp_path, capsys):
+    from zsm_tf.commands.convert import main
+
+    pickled = tmp_path / "random.npz"
+    np.savez(pickled, a=np.array([object()], dtype=object))
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.zeros((3, 3)))
+    dst = str(tmp_path / "w.weights.h5")
+    rc = main([str(pickled), dst])
+    line = one_error(capsys.readouterr().err)
+    assert rc == 2 and str(pickled) in line and "Python objects" in line and "allow_pickle" not in line
+    rc = main([str(plain), dst])
+    line = one_error(capsys.readouterr().err)
+    assert rc == 2 and str(plain) in line and "not a Zooming Slow-Mo state_dict" in line, line
+    rc = main([str(tmp_path / "nope.pth"), dst])
+    line = one_error(capsys.readouterr().err)
+    assert rc == 2 and "nope.pth" in line and "no such file" in line
+
+
+def test_read_only_file_system_is_named(tmp_path, guarded, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                                           capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        src = make_video(tmp_path / "in.mp4", 5, w=20, h=16)
+        rc, err = run([src, ro / "out.mp4", "-q"], capsys)
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+    line = one_error(err)
+    assert rc == 1 and "read-only file system" in line and "permission denied" not in line, line
+    assert guarded == {"load": 0, "scan": 0}

@@ -160,9 +160,18 @@ def build_config(args):
     return load_config(args.config, over)
 
 
+def check_data_source(source) -> None:
+    """A ``videos:DIR`` / ``vimeo:DIR`` folder that does not exist, named before TensorFlow works."""
+    kind, sep, where = str(source).partition(":")
+    if sep and kind in ("videos", "vimeo") and where and not os.path.isdir(where):
+        what = "no such folder" if not os.path.exists(where) else "not a folder"
+        raise SetupError(f"--data {source}: {what}")
+
+
 def run(args):
     cfg = read_config(args)
     check_model_keys(cfg["model"])
+    check_data_source(cfg["data"]["source"])
     # The strategy (and --cpu-replicas) must be set up before TensorFlow runs any op.
     from zsm_tf.training.strategy import make_strategy
 
