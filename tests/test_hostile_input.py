@@ -268,3 +268,48 @@ def test_read_only_file_system_is_named(tmp_path, guarded, capsys):
     line = one_error(err)
     assert rc == 1 and "read-only file system" in line and "permission denied" not in line, line
     assert guarded == {"load": 0, "scan": 0}
+
+
+# ------------------------------------------------------------------------------- what is kept
+
+
+def tagged_mkv(tmp_path, audio):
+    """A 6-frame 10 fps clip with a titled French audio track (``audio`` codec) in .mkv."""
+    src = make_video(tmp_path / "raw.mp4", 6, w=32, h=24, fps=10, audio="aac")
+    out = tmp_path / "in.mkv"
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(src), "-map", "0", "-c:v", "copy",
+                    "-c:a", audio, "-metadata:s:a:0", "title=Commentary", "-metadata:s:a:0",
+                    "language=fra", str(out)], check=True)
+    return out
+
+
+def streams(path):
+    """(the video stream's duration in seconds, [(audio codec, tags)])."""
+    res = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True)
+    ss = json.loads(res.stdout)["streams"]
+    v = next(s for s in ss if s["codec_type"] == "video")
+    if "duration" in v:
+        end = float(v["duration"])
+    else:   # Matroska: a DURATION tag, HH:MM:SS.nnnnnnnnn
+        h, m, sec = v["tags"]["DURATION"].split(":")
+        end = int(h) * 3600 + int(m) * 60 + float(sec)
+    return end, [(s["codec_name"], s.get("tags", {})) for s in ss if s["codec_type"] == "audio"]
+
+
+@pytest.mark.parametrize("ext, audio, said, title_kept", [
+    (".mp4", "pcm_s16le", "audio re-encoded to AAC", False),
+    (".mkv", "pcm_s16le", "audio copied", True),
+    (".webm", "aac", "audio re-encoded to Opus", True),
+])
+def test_what_is_kept_is_what_is_said(tmp_path, monkeypatch, capsys, ext, audio, said, title_kept):
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
+    src = tagged_mkv(tmp_path, audio)
+    out = tmp_path / f"out{ext}"
+    rc, err = run([src, out], capsys)
+    assert rc == 0 and said in err, err
+    assert ("'Commentary' is not kept" in err) == (not title_kept), err
+    end, tracks = streams(out)
+    assert abs(end - 0.6) < 1e-3, end                  # the last frame lasts a whole input frame
+    assert tracks[0][1].get("language") == "fra"
+    assert (tracks[0][1].get("title") == "Commentary") == title_kept

@@ -103,8 +103,10 @@ def run(args) -> int:
     if not args.quiet:
         what = "video" if res.video else "PNG frames"
         rate = f"{float(res.rate):.3f} fps" + ("" if res.cfr else " nominal, variable")
+        audio = "" if not res.audio else (f", audio re-encoded to {res.audio_codec}" if res.audio_codec
+                                          else ", audio copied")
         print(f"wrote {res.output}: {res.frames} frames {res.width}x{res.height} at {rate} ({what}"
-              f"{', audio copied' if res.audio else ''})", file=sys.stderr)
+              f"{audio})", file=sys.stderr)
     if res.damage:
         print(f"{PROG}: error: {res.damage}; wrote {res.output} from the {job.num_inputs} frames "
               f"before it ({res.frames} output frames)", file=sys.stderr)

@@ -317,13 +317,15 @@ class ResumableOutput:
         self._write()
 
     # -- end
-    def publish_video(self, segment_starts, out_format, rotation=0, streams_from=None) -> List[str]:
+    def publish_video(self, segment_starts, out_format, rotation=0, streams_from=None,
+                      last_frame_s=None) -> List[str]:
         """Joins the committed segments into the output (replacing it); returns notes.
         ``segment_starts``: output frame index -> its time in seconds."""
         tmp = self.path / ("joined" + self.output.suffix)
         segs = [(self.path / s["file"], segment_starts[s["start"]]) for s in self.done]
         try:
-            notes = join_segments(segs, tmp, out_format, rotation=rotation, streams_from=streams_from)
+            notes = join_segments(segs, tmp, out_format, rotation=rotation, streams_from=streams_from,
+                                  last_frame_s=last_frame_s)
         except BaseException:
             tmp.unlink(missing_ok=True)   # the segments stay: a rerun joins them again
             raise

@@ -44,8 +44,9 @@ class VideoResult:
     rate: Fraction          # frames per second (nominal when ``cfr`` is False)
     cfr: bool
     video: bool             # a video file (else a folder of PNG frames)
-    audio: bool             # the input's audio was copied
-    damage: Optional[str]   # why the input stopped early (only the frames before were upscaled)
+    audio: bool             # the input's audio is in the output
+    damage: Optional[str] = None   # why the input stopped early (only the frames before were upscaled)
+    audio_codec: Optional[str] = None   # what the audio was re-encoded to ("AAC", "Opus"); None: copied
 
 
 def _size(n: float) -> str:
@@ -189,7 +190,10 @@ class VideoJob:
                             on_commit=lambda: self._check_space(work, total, bar))
                 if self.is_video:
                     starts = {u.start: timing.seconds(u.start) for u in units}
-                    notes = work.publish_video(starts, fmt, rotation=facts.rotation, streams_from=self.audio)
+                    # the last frame shows for a whole input frame: the video ends with its input
+                    last = timing.seconds(total - 1) - timing.seconds(total - 3) if total >= 3 else None
+                    notes = work.publish_video(starts, fmt, rotation=facts.rotation, streams_from=self.audio,
+                                               last_frame_s=last)
                 else:
                     work.publish_frames()
         except BaseException as e:
@@ -215,7 +219,8 @@ class VideoJob:
         for n in notes:
             self.note(n)
         return VideoResult(output=str(self.output), frames=total, width=w, height=h, rate=timing.rate,
-                           cfr=timing.cfr, video=self.is_video, audio=bool(self.audio), damage=facts.damage)
+                           cfr=timing.cfr, video=self.is_video, audio=bool(self.audio), damage=facts.damage,
+                           audio_codec=vio.audio.audio_reencode(info.audio_codec, fmt) if self.audio else None)
 
     def _space_text(self, work, total) -> str:
         per = work.bytes_per_frame()
