@@ -93,3 +93,25 @@ def test_signal_at_any_moment_ends_130_or_143(tmp_path, tiny, moment, sig):
     assert line.startswith(f"zsm-tf upscale: error: {word}") and "run the same command" in line, err
     assert not out.exists()
     assert not work_dir_for(out).exists()     # nothing was committed: nothing kept
+
+
+def test_train_interrupted_while_tracing(tmp_path):
+    """train.py traces its step in the main thread: Ctrl-C there ends 130 with the resume hint."""
+    cmd = [sys.executable, "train.py", "--config", "configs/smoke.yaml", "--output-dir", str(tmp_path / "run"),
+           "--steps", "3"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = []
+    t = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    t.start()
+    t0 = time.time()
+    while not any(b"traces the graph" in ln for ln in out):
+        assert proc.poll() is None and time.time() - t0 < 300, b"".join(out) + proc.stderr.read()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=120)
+    err = proc.stderr.read().decode()
+    assert rc == 130, err
+    assert "terminate called" not in err and "Traceback" not in err, err
+    line = last_line(err)
+    assert line.startswith("train.py: error: interrupted; run the same command again to resume"), err
+    assert b"Building the model" in b"".join(out)    # said what it does before the silent part

@@ -42,7 +42,9 @@ def main(argv=None) -> int:
             quiet_tf()
         module = importlib.import_module(COMMANDS[name][0])
     except KeyboardInterrupt as e:   # Ctrl-C / SIGTERM while starting: nothing to keep
-        from zsm_tf.interrupts import Terminated, exit_now, installed
+        from zsm_tf.interrupts import Terminated, acknowledge, exit_now, installed
+
+        acknowledge()
 
         print(f"zsm-tf {name}: error: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; "
               f"nothing was saved; run the same command again to start over", file=sys.stderr)

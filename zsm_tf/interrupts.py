@@ -14,7 +14,9 @@ A command run as a process (``zsm-tf ...``, ``python train.py``, ``python export
 * When the main thread itself is inside TensorFlow (a trace or a training step can take minutes
   on a CPU), Python cannot run the handler until it returns; a watchdog thread, woken by the
   signal through :func:`signal.set_wakeup_fd`, prints the line and exits after
-  :data:`GRACE_S` seconds if the main thread has not taken the signal by then. A second signal
+  :data:`GRACE_S` seconds (train.py: 60, so an interrupted step is saved) unless the command has
+  caught the interrupt by then (:func:`acknowledge`); this also covers an interrupt swallowed
+  where Python ignores exceptions (a ``__del__``, a weakref callback). A second signal
   while the first is being handled also exits at once.
 """
 from __future__ import annotations
@@ -34,7 +36,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
 
 
-_state = {"installed": False, "prog": "zsm-tf", "hint": None, "pending": None, "handled": False}
+_state = {"installed": False, "prog": "zsm-tf", "hint": None, "handled": False, "acked": False,
+          "grace": GRACE_S}
 
 
 def word(sig) -> str:
@@ -46,12 +49,21 @@ def installed() -> bool:
     return _state["installed"]
 
 
-def set_context(prog: Optional[str] = None, hint: Optional[Callable[[], Optional[str]]] = None) -> None:
-    """The command's name and what to tell the user if the watchdog has to end the process."""
+def set_context(prog: Optional[str] = None, hint: Optional[Callable[[], Optional[str]]] = None,
+                grace: Optional[float] = None) -> None:
+    """The command's name, what to tell the user if the watchdog has to end the process, and
+    how long it waits for the main thread first (seconds)."""
     if prog:
         _state["prog"] = prog
     if hint is not None:
         _state["hint"] = hint
+    if grace is not None:
+        _state["grace"] = grace
+
+
+def acknowledge() -> None:
+    """The command caught the interrupt and is cleaning up (the watchdog stands down)."""
+    _state["acked"] = True
 
 
 def _handler(signum, frame):
@@ -86,12 +98,12 @@ def _watchdog(fd) -> None:
         if signum not in STATUS:
             continue
         t0 = time.monotonic()
-        while time.monotonic() - t0 < GRACE_S:
-            if _state["handled"]:
+        while time.monotonic() - t0 < _state["grace"]:
+            if _state["acked"]:
                 break
             time.sleep(0.05)
-        else:   # the main thread is inside C++ code (TensorFlow) and cannot take the signal
-            _message(signum)
+        else:   # the main thread is inside C++ code (TensorFlow), or the exception was swallowed
+            _message(signum)   # (raised inside a __del__ or a callback that ignores errors)
             exit_now(STATUS[signum])
 
 
@@ -126,5 +138,5 @@ def busy_threads() -> bool:
     """True while a thread other than the main one and the watchdog is alive (e.g. a pipeline
     thread still inside TensorFlow)."""
     main = threading.main_thread()
-    return any(t is not main and t.is_alive() and t.name != "zsm-signal-watchdog"
+    return any(t is not main and t.is_alive() and t.name not in ("zsm-signal-watchdog", "zsm-heartbeat")
                for t in threading.enumerate())

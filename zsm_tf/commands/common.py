@@ -86,6 +86,9 @@ def _run_command(prog, run, args, status, interrupt_hint) -> int:
         err(e)
         return e.status
     except KeyboardInterrupt as e:
+        from zsm_tf.interrupts import acknowledge
+
+        acknowledge()
         if debug and not isinstance(e, Terminated):
             raise
         hint = getattr(e, "resume_hint", None) or (interrupt_hint(args) if interrupt_hint else None)

@@ -95,14 +95,23 @@ def run(args) -> int:
         raise ExportError(f"version {args.version} already exists: "
                           f"{os.path.join(out_dir, str(args.version))} (exports never "
                           f"overwrite; pick another --version or leave it out)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        model, source = load_source(source, deform_impl="gather", return_source=True)
-    for w in caught:
-        if issubclass(w.category, RuntimeWarning):
-            print(f"{prog}: warning: {w.message}", file=sys.stderr)
-    path = export_model(model, out_dir, version=args.version, model_name=args.model_name,
-                        warmup_shapes=args.warmup_shapes, check=not args.no_check)
+    from zsm_tf.commands.progress import heartbeat
+
+    def say(msg):
+        print(f"{prog}: {msg}", file=sys.stderr, flush=True)
+
+    with heartbeat(prog, "exporting"):
+        say(f"loading {source.weights}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            model, source = load_source(source, deform_impl="gather", return_source=True)
+        for w in caught:
+            if issubclass(w.category, RuntimeWarning):
+                say(f"warning: {w.message}")
+        say("tracing the two signatures and saving" + ("" if args.no_check else ", then loading the "
+            "export back and running its warmup requests") + " (a few minutes on a CPU)")
+        path = export_model(model, out_dir, version=args.version, model_name=args.model_name,
+                            warmup_shapes=args.warmup_shapes, check=not args.no_check)
     print(f"exported {source.describe()} -> {path} ({dir_size(path) / 2**20:.1f} MiB, "
           f"{time.perf_counter() - t0:.1f} s); signatures {SIGNATURE_UINT8!r} (uint8) and "
           f"{SIGNATURE_FLOAT!r} (float32), input and output {INPUT_KEY!r}")

@@ -129,6 +129,9 @@ def check_weights(args):
 
 
 def main(argv=None) -> int:
+    from zsm_tf import interrupts
+
+    interrupts.set_context(grace=15.0)   # time to close the pipeline's threads after a signal
     return run_command(PROG, build_parser(), run, argv)
 
 

@@ -21,6 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Optional
 
+from zsm_tf import interrupts
 from zsm_tf import io as vio
 from zsm_tf.pipeline import job
 from zsm_tf.pipeline.resume import (
@@ -199,6 +200,8 @@ class VideoJob:
         except BaseException as e:
             from zsm_tf.loading import ModelLoadError
 
+            if isinstance(e, KeyboardInterrupt):
+                interrupts.acknowledge()   # caught: the clean-up below runs, no watchdog exit
             keep = bool(work.done) and not isinstance(e, ModelLoadError)
             kept = f"{work.done_frames} of {total} output frames are kept in {work.path}"
             full = disk_full(e)
