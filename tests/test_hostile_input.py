@@ -64,7 +64,7 @@ def guarded(monkeypatch):
     ("weights", ["--weights", "nope.weights.h5"]),
     ("config", ["--config", "nope.json"]),
     ("locked", ["another zsm-tf upscale is writing", "out.mp4"]),
-    ("segment-seconds", ["--segment-seconds", "0"]),
+    ("segment-seconds", ["--segment-seconds", "-1"]),
 ])
 def test_flag_and_path_checks_before_the_scan_and_the_model(tmp_path, guarded, capsys, case, words):
     src = make_video(tmp_path / "in.mp4", 9, w=20, h=16)
@@ -72,7 +72,7 @@ def test_flag_and_path_checks_before_the_scan_and_the_model(tmp_path, guarded, c
     extra = {"crf": ["--crf", "-5"], "crf-webm": ["--crf", "70"], "max-memory": ["--max-memory", "lots"],
              "weights": ["--weights", tmp_path / "nope.weights.h5"],
              "config": ["--config", tmp_path / "nope.json"],
-             "segment-seconds": ["--segment-seconds", "0"]}.get(case, [])
+             "segment-seconds": ["--segment-seconds", "-1"]}.get(case, [])
     held = None
     if case == "locked":   # another run holds the work folder's lock
         work = work_dir_for(out)

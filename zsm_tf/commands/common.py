@@ -109,7 +109,8 @@ def _run_command(prog, run, args, status, interrupt_hint) -> int:
         if type(e).__name__ == "ResourceExhaustedError":
             err(OUT_OF_MEMORY)
         elif isinstance(e, OSError):
-            err(f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}")
+            err(f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}"
+                + (f"; {e.resume_hint}" if getattr(e, "resume_hint", None) else ""))
         else:
             err(f"unexpected {type(e).__name__}: {one_line(e)} (--debug for the traceback)"
                 + (f"; {e.resume_hint}" if getattr(e, "resume_hint", None) else ""))

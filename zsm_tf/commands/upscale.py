@@ -70,7 +70,8 @@ def build_parser():
                         f"(default {DEFAULT_SEGMENT_FRAMES})")
     g.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS, metavar="S",
                    help=f"and at the first window boundary after S seconds of work on a segment "
-                        f"(default {DEFAULT_SEGMENT_SECONDS:g}), so a slow job loses little")
+                        f"(default {DEFAULT_SEGMENT_SECONDS:g}; 0: by frames only, so that segment "
+                        f"ends, and hence a video's encoding, do not depend on the speed)")
     g.add_argument("--strict", action="store_true",
                    help="refuse a damaged input stream (default: upscale the frames before the "
                         "damage, then exit with an error naming the frame)")
@@ -82,8 +83,8 @@ def run(args) -> int:
     from zsm_tf.pipeline.video import VideoJob
 
     check_model_args(args)
-    if not args.segment_seconds > 0:
-        raise ValueError(f"--segment-seconds must be positive, got {args.segment_seconds:g}")
+    if not args.segment_seconds >= 0:
+        raise ValueError(f"--segment-seconds must be 0 (off) or positive, got {args.segment_seconds:g}")
     weights = check_weights(args)   # every flag and path before the scan and the model
 
     def note(msg):
@@ -92,7 +93,7 @@ def run(args) -> int:
 
     with VideoJob(args.input, args.output, fps=args.fps, fps_mode=args.fps_mode, crf=args.crf,
                   overwrite=args.overwrite, strict=args.strict, resume=not args.no_resume,
-                  segment_frames=args.segment_frames, segment_seconds=args.segment_seconds,
+                  segment_frames=args.segment_frames, segment_seconds=args.segment_seconds or None,
                   progress=not args.quiet, note=note) as job:
         note("loading the model (the first run also compiles the deformable-convolution op)")
         quiet_tf()
