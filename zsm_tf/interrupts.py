@@ -68,7 +68,8 @@ def acknowledge() -> None:
 
 def _handler(signum, frame):
     if _state["handled"]:            # a second signal during the clean-up of the first: leave now
-        _message(signum, "again, leaving at once")
+        _message(signum, "a second signal: leaving at once; what was committed is kept, run the "
+                         "same command again to resume")
         exit_now(STATUS[signum])
     _state["handled"] = True
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
