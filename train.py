@@ -14,7 +14,10 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this checkout's zsm_tf, from anywhere
 
-from zsm_tf.commands.train import main  # noqa: E402
-
 if __name__ == "__main__":
+    from zsm_tf import interrupts
+
+    interrupts.install("train.py")   # Ctrl-C / SIGTERM from the start: one line, 130 / 143
+    from zsm_tf.commands.train import main
+
     sys.exit(main())

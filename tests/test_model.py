@@ -185,7 +185,7 @@ def test_convert_weights_cli(golden, shared_dir, tmp_path):
     model.load_weights(out)
     sd, frames, expected = golden
     assert np.abs(model(frames.astype(np.float32)).numpy() - expected).max() <= 1e-5
-    assert main(["convert-weights", str(tmp_path / "nope.pth"), str(out)]) == 1
+    assert main(["convert-weights", str(tmp_path / "nope.pth"), str(out)]) == 2
 
 
 def test_tf_checkpoint_restores_every_variable(tmp_path):

@@ -110,12 +110,17 @@ def test_constant_rate_keeps_exact_rational_rate(tmp_path, fake, capsys):
     rc, err = run([clip, out, "-q"], capsys)
     assert rc == 0, err
     st, frames, times = frames_of(out)
-    assert st.average_rate == Fraction(48000, 1001)
+    assert st.base_rate == Fraction(48000, 1001)
     assert times == [Fraction(1001 * g, 48000) for g in range(17)]
+    # the last frame shows for a whole input frame, so the video lasts as long as the input's 9
+    # frames (and its audio): 17 frames over 18 ticks on average
+    assert st.duration * st.time_base == Fraction(9 * 1001, 24000)
+    assert st.average_rate == Fraction(48000, 1001) * 17 / 18
     out2 = tmp_path / "slow.mp4"
     rc, err = run([clip, out2, "-q", "--fps-mode", "slowmo"], capsys)
     st, _, times = frames_of(out2)
-    assert rc == 0 and st.average_rate == Fraction(24000, 1001) and times[-1] == Fraction(16 * 1001, 24000)
+    assert rc == 0 and st.base_rate == Fraction(24000, 1001) and times[-1] == Fraction(16 * 1001, 24000)
+    assert st.duration * st.time_base == Fraction(18 * 1001, 24000)   # twice the input's
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mkv", ".mov"])

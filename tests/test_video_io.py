@@ -67,7 +67,9 @@ def probe(path):
     c = av.open(str(path))
     v = c.streams.video[0]
     n = sum(1 for _ in c.decode(v))
-    info = dict(frames=n, size=(v.codec_context.width, v.codec_context.height), fps=v.average_rate,
+    # the nominal rate: the average one counts the last frame's longer duration (a whole input
+    # frame, so that the video ends with its audio)
+    info = dict(frames=n, size=(v.codec_context.width, v.codec_context.height), fps=v.base_rate,
                 audio=[s.codec_context.name for s in c.streams.audio], duration=c.duration / 1e6)
     c.close()
     return info

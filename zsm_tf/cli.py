@@ -20,6 +20,11 @@ def _usage() -> str:
 
 
 def main(argv=None) -> int:
+    from zsm_tf import interrupts
+
+    argv_is_process = argv is None
+    if argv_is_process:   # the process's command line: Ctrl-C / SIGTERM from here on end it cleanly
+        interrupts.install("zsm-tf")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -28,11 +33,25 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"zsm-tf: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if name in ("export", "demo") and not ({"-h", "--help"} & set(rest)):
-        from zsm_tf.quiet import quiet_tf  # these start TensorFlow right away: no start-up banner
+    if argv_is_process:
+        interrupts.set_context(f"zsm-tf {name}")
+    try:
+        if name in ("export", "demo") and not ({"-h", "--help"} & set(rest)):
+            from zsm_tf.quiet import quiet_tf  # these start TensorFlow right away: no start-up banner
 
-        quiet_tf()
-    module = importlib.import_module(COMMANDS[name][0])
+            quiet_tf()
+        module = importlib.import_module(COMMANDS[name][0])
+    except KeyboardInterrupt as e:   # Ctrl-C / SIGTERM while starting: nothing to keep
+        from zsm_tf.interrupts import Terminated, acknowledge, exit_now, installed
+
+        acknowledge()
+
+        print(f"zsm-tf {name}: error: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; "
+              f"nothing was saved; run the same command again to start over", file=sys.stderr)
+        status = 143 if isinstance(e, Terminated) else 130
+        if installed():
+            exit_now(status)
+        return status
     return int(module.main(rest) or 0)
 
 

@@ -119,6 +119,9 @@ def read_state_dict(path):
             with np.load(path) as data:
                 sd = {k: data[k] for k in data.files}
         except Exception as e:   # zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error...
+            if "allow_pickle" in str(e):   # never load pickles: they can run code
+                raise CheckpointReadError(f"cannot read {path}: it holds Python objects, not plain "
+                                          f"arrays; not a checkpoint of name -> array") from None
             raise CheckpointReadError(f"cannot read {path}: truncated or not an .npz of arrays "
                                       f"({one_line(e, 400)})") from None
         if any(k.startswith("sd/") for k in sd):  # the golden vectors' layout
@@ -181,7 +184,10 @@ def convert_file(src, dst, deform_impl="gather"):
     if not dst.endswith(".weights.h5"):
         raise ValueError(f"output must end in .weights.h5: {dst}")
     sd = read_state_dict(src)
-    config = infer_config(sd)
+    try:
+        config = infer_config(sd)
+    except StateDictMismatchError as e:
+        raise StateDictMismatchError(f"{src}: {e}") from None
     model = ZoomingSlowMo(**config, deform_impl=deform_impl)
     load_official_state_dict(model, sd)
     config_path = check_config_beside(dst, model.get_config())   # before writing anything

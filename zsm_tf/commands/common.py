@@ -55,10 +55,24 @@ def run_command(prog, parser, run, argv=None, status=1, interrupt_hint=None) -> 
 
     ``status``: the exit status of a user error; ``interrupt_hint``: ``args -> str`` appended to
     the "interrupted" line (e.g. how to resume)."""
+    from zsm_tf import interrupts
+
+    if argv is None:   # the process's own command line: Ctrl-C / SIGTERM end it cleanly
+        interrupts.install(prog)
+    interrupts.set_context(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:   # --help (0) or a usage error (2, message printed by argparse)
         return int(e.code or 0)
+    if interrupt_hint is not None:
+        interrupts.set_context(hint=lambda: interrupt_hint(args))
+    status = _run_command(prog, run, args, status, interrupt_hint)
+    if interrupts.installed() and (status in (130, 143) or interrupts.busy_threads()):
+        interrupts.exit_now(status)   # no interpreter teardown under a thread still in TensorFlow
+    return status
+
+
+def _run_command(prog, run, args, status, interrupt_hint) -> int:
     debug = bool(getattr(args, "debug", False) or os.environ.get("ZSM_TF_DEBUG"))
     if debug:
         os.environ["ZSM_TF_DEBUG"] = "1"
@@ -66,7 +80,7 @@ def run_command(prog, parser, run, argv=None, status=1, interrupt_hint=None) -> 
     def err(msg):
         print(f"{prog}: error: {msg}", file=sys.stderr)
 
-    from zsm_tf.pipeline.job import Terminated
+    from zsm_tf.interrupts import Terminated
 
     try:
         return int(run(args) or 0)
@@ -74,9 +88,13 @@ def run_command(prog, parser, run, argv=None, status=1, interrupt_hint=None) -> 
         err(e)
         return e.status
     except KeyboardInterrupt as e:
+        from zsm_tf.interrupts import acknowledge
+
+        acknowledge()
         if debug and not isinstance(e, Terminated):
             raise
         hint = getattr(e, "resume_hint", None) or (interrupt_hint(args) if interrupt_hint else None)
+        hint = hint or "nothing was saved; run the same command again to start over"
         err(("terminated" if isinstance(e, Terminated) else "interrupted") + (f"; {hint}" if hint else ""))
         return 143 if isinstance(e, Terminated) else 130
     except MemoryError:
@@ -85,16 +103,19 @@ def run_command(prog, parser, run, argv=None, status=1, interrupt_hint=None) -> 
         if isinstance(e, user_errors()):
             if debug:
                 raise
-            err(one_line(e, 400))
+            hint = getattr(e, "resume_hint", None)
+            err(one_line(e, 400) + (f"; {hint}" if hint else ""))
             return status
         if debug:
             raise
         if type(e).__name__ == "ResourceExhaustedError":
             err(OUT_OF_MEMORY)
         elif isinstance(e, OSError):
-            err(f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}")
+            err(f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}"
+                + (f"; {e.resume_hint}" if getattr(e, "resume_hint", None) else ""))
         else:
-            err(f"unexpected {type(e).__name__}: {one_line(e)} (--debug for the traceback)")
+            err(f"unexpected {type(e).__name__}: {one_line(e)} (--debug for the traceback)"
+                + (f"; {e.resume_hint}" if getattr(e, "resume_hint", None) else ""))
     return 1
 
 
@@ -153,6 +174,13 @@ def check_model_args(args) -> None:
         raise ValueError("--tile-overlap needs --tile")
     with options_named():
         check_settings(args.window, args.tile, args.tile_overlap, args.batch)
+    if getattr(args, "max_memory", None):
+        from zsm_tf.memory import parse_size
+
+        try:
+            parse_size(args.max_memory)
+        except ValueError as e:
+            raise ValueError(f"--max-memory: {e}") from None
 
 
 def weights_path(args):

@@ -30,8 +30,8 @@ def run(args) -> int:
 
     try:
         model = convert_file(args.src, args.dst)
-    except FileNotFoundError as e:
-        raise CommandError(str(e), status=1) from None
+    except FileNotFoundError as e:   # status 2 like every other checkpoint problem
+        raise CommandError(str(e), status=2) from None
     except OSError as e:
         msg = e.strerror or str(e)
         raise CommandError(f"{e.filename}: {msg}" if e.filename else msg, status=2) from None

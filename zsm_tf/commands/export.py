@@ -91,17 +91,26 @@ def run(args) -> int:
                              f"dir, relative to {os.getcwd()}): pass --weights PATH")
     source = resolve_source(DEFAULT_RUN_DIR if args.checkpoint is None else args.checkpoint, args.config)
     out_dir = os.path.abspath(args.output_dir)
+    from zsm_tf.commands.progress import heartbeat
+
+    def say(msg):
+        print(f"{prog}: {msg}", file=sys.stderr, flush=True)
+
     try:
         if args.version is not None:
             version_path(out_dir, args.version)   # before the model is loaded
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            model, source = load_source(source, deform_impl="gather", return_source=True)
-        for w in caught:
-            if issubclass(w.category, RuntimeWarning):
-                print(f"{prog}: warning: {w.message}", file=sys.stderr)
-        path = export_model(model, out_dir, version=args.version, model_name=args.model_name,
-                            warmup_shapes=args.warmup_shapes, check=not args.no_check)
+        with heartbeat(prog, "exporting"):
+            say(f"loading {source.weights}")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                model, source = load_source(source, deform_impl="gather", return_source=True)
+            for w in caught:
+                if issubclass(w.category, RuntimeWarning):
+                    say(f"warning: {w.message}")
+            say("tracing the two signatures and saving" + ("" if args.no_check else ", then loading the "
+                "export back and running its warmup requests") + " (a few minutes on a CPU)")
+            path = export_model(model, out_dir, version=args.version, model_name=args.model_name,
+                                warmup_shapes=args.warmup_shapes, check=not args.no_check)
     except VersionExistsError as e:
         raise ExportError(f"version {e.version} already exists: {e.path} (exports never "
                           f"overwrite; pick another --version or leave it out)") from None

@@ -160,9 +160,27 @@ def build_config(args):
     return load_config(args.config, over)
 
 
+def check_data_source(source) -> None:
+    """A ``videos:DIR`` / ``vimeo:DIR`` folder that does not exist, named before TensorFlow works."""
+    kind, sep, where = str(source).partition(":")
+    if sep and kind in ("videos", "vimeo") and where and not os.path.isdir(where):
+        what = "no such folder" if not os.path.exists(where) else "not a folder"
+        raise SetupError(f"--data {source}: {what}")
+
+
 def run(args):
     cfg = read_config(args)
     check_model_keys(cfg["model"])
+    check_data_source(cfg["data"]["source"])
+    from zsm_tf.commands.progress import heartbeat
+
+    print("Building the model and the data (then the first training step traces the model: 1-3 "
+          "minutes on a CPU)", flush=True)   # stdout, with the trainer's log
+    with heartbeat(PROG, "working (building, or tracing the training step)"):
+        return _train(args, cfg)
+
+
+def _train(args, cfg):
     # The strategy (and --cpu-replicas) must be set up before TensorFlow runs any op.
     from zsm_tf.training.strategy import make_strategy
 
@@ -200,6 +218,11 @@ def run(args):
 
 
 def main(argv=None) -> int:
+    from zsm_tf import interrupts
+
+    # a training step (or the first one's trace) can hold the main thread for long: wait up to
+    # a minute for it to end, so that the interrupted step is saved, before leaving anyway
+    interrupts.set_context(grace=60.0)
     return run_command(PROG, build_parser(), run, argv, status=2, interrupt_hint=lambda args: (
         f"run the same command again to resume from the last checkpoint in {args.output_dir}/checkpoints"))
 

@@ -7,7 +7,8 @@ video extension (or ending in /), a folder of PNG frames. K input frames give 2K
 --fps-mode double (default) doubles the frame rate, so the duration is kept and the input's
 audio track is copied; slowmo keeps the input rate (2x slow motion, audio dropped).
 
-Interrupted runs resume: progress is committed every --segment-frames output frames in
+Interrupted runs resume: progress is committed every --segment-frames output frames (and at
+least about every --segment-seconds) in
 .OUTPUT.zsm-work/ beside the output; rerun the same command after Ctrl-C, SIGTERM, kill -9 or a
 crash to continue (--no-resume starts afresh). Frames keep their input timestamps (new frames
 midway); rotation, colour tags and audio/subtitle languages are kept. An existing output needs
@@ -43,11 +44,11 @@ from zsm_tf.loading import load_model
 
 PROG = "zsm-tf upscale"
 # options that do not change the output (they may differ between a run and its resumption)
-NOT_JOB_FLAGS = {"input", "output", "quiet", "overwrite", "no_resume", "strict", "debug"}
+NOT_JOB_FLAGS = {"input", "output", "quiet", "overwrite", "no_resume", "strict", "debug", "segment_seconds"}
 
 
 def build_parser():
-    from zsm_tf.pipeline.resume import DEFAULT_SEGMENT_FRAMES
+    from zsm_tf.pipeline.resume import DEFAULT_SEGMENT_FRAMES, DEFAULT_SEGMENT_SECONDS
 
     p = parser_for(PROG, __doc__)
     p.add_argument("input", help="video file or folder of images")
@@ -68,6 +69,10 @@ def build_parser():
     g.add_argument("--segment-frames", type=int, default=DEFAULT_SEGMENT_FRAMES, metavar="N",
                    help=f"commit progress about every N output frames, rounded up to whole windows "
                         f"(default {DEFAULT_SEGMENT_FRAMES})")
+    g.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS, metavar="S",
+                   help=f"and at the first window boundary after S seconds of work on a segment "
+                        f"(default {DEFAULT_SEGMENT_SECONDS:g}; 0: by frames only, so that segment "
+                        f"ends, and hence a video's encoding, do not depend on the speed)")
     g.add_argument("--strict", action="store_true",
                    help="refuse a damaged input stream (default: upscale the frames before the "
                         "damage, then exit with an error naming the frame)")
@@ -79,6 +84,9 @@ def run(args) -> int:
     from zsm_tf.pipeline.video import VideoJob
 
     check_model_args(args)
+    if not args.segment_seconds >= 0:
+        raise ValueError(f"--segment-seconds must be 0 (off) or positive, got {args.segment_seconds:g}")
+    weights = check_weights(args)   # every flag and path before the scan and the model
 
     def note(msg):
         if not args.quiet:
@@ -86,10 +94,10 @@ def run(args) -> int:
 
     with VideoJob(args.input, args.output, fps=args.fps, fps_mode=args.fps_mode, crf=args.crf,
                   overwrite=args.overwrite, strict=args.strict, resume=not args.no_resume,
-                  segment_frames=args.segment_frames, progress=not args.quiet, note=note) as job:
+                  segment_frames=args.segment_frames, segment_seconds=args.segment_seconds or None,
+                  progress=not args.quiet, note=note) as job:
         note("loading the model (the first run also compiles the deformable-convolution op)")
         quiet_tf()
-        weights = weights_path(args)
         model = load_model(weights, config=args.config)
         upscaler = build_upscaler(args, model, pipeline=True)
         flags = {k: v for k, v in vars(args).items() if k not in NOT_JOB_FLAGS and not k.startswith("_")}
@@ -98,8 +106,10 @@ def run(args) -> int:
     if not args.quiet:
         what = "video" if res.video else "PNG frames"
         rate = f"{float(res.rate):.3f} fps" + ("" if res.cfr else " nominal, variable")
+        audio = "" if not res.audio else (f", audio re-encoded to {res.audio_codec}" if res.audio_codec
+                                          else ", audio copied")
         print(f"wrote {res.output}: {res.frames} frames {res.width}x{res.height} at {rate} ({what}"
-              f"{', audio copied' if res.audio else ''})", file=sys.stderr)
+              f"{audio})", file=sys.stderr)
     if res.damage:
         print(f"{PROG}: error: {res.damage}; wrote {res.output} from the {job.num_inputs} frames "
               f"before it ({res.frames} output frames)", file=sys.stderr)
@@ -107,7 +117,24 @@ def run(args) -> int:
     return 0
 
 
+def check_weights(args):
+    """The weights to load (``--weights`` or the shipped ones), their config found and read, or
+    one line naming the flag; no TensorFlow."""
+    from zsm_tf.loading import ModelLoadError, read_config, resolve_source
+
+    try:
+        weights = weights_path(args)
+        read_config(resolve_source(weights, args.config))
+    except ModelLoadError as e:
+        flag = "--config" if args.config and args.config in str(e) else "--weights" if args.weights else None
+        raise ModelLoadError(f"{flag}: {e}" if flag else str(e)) from None
+    return weights
+
+
 def main(argv=None) -> int:
+    from zsm_tf import interrupts
+
+    interrupts.set_context(grace=15.0)   # time to close the pipeline's threads after a signal
     return run_command(PROG, build_parser(), run, argv)
 
 

@@ -16,6 +16,20 @@ REMUX_AUDIO = {
     "matroska": None,  # takes anything
 }
 
+# What each container stores of a stream's tags (language, title).
+KEEPS_TITLE = {"matroska", "webm", "avi"}
+KEEPS_LANGUAGE = {"mp4", "mov", "matroska", "webm"}
+
+
+def audio_reencode(codec: Optional[str], fmt: str) -> Optional[str]:
+    """The codec an audio stream ``codec`` is re-encoded to in container ``fmt`` ("AAC" or
+    "Opus"), or None when it is copied as it is."""
+    allowed = REMUX_AUDIO.get(fmt)
+    if codec is None or allowed is None or codec in allowed:
+        return None
+    return "Opus" if fmt == "webm" else "AAC"
+
+
 class StreamCopier:
     """Copies the audio and subtitle streams of ``src`` into the open output container ``out``.
 
@@ -45,7 +59,7 @@ class StreamCopier:
                     self.notes.append(f"subtitle stream {ist.index} ({ist.codec_context.name}) dropped: "
                                       f"the {fmt} container cannot hold it (use .mkv)")
                     continue
-                _copy_tags(ist, ost)
+                self.notes += _copy_tags(ist, ost, fmt)
                 self._map[ist.index] = _Copy(ist, ost, v0, remux=True)
         self._packets = self._in.demux(*[self._in.streams[i] for i in self._map]) if self._map else iter(())
         self._pending = None
@@ -54,11 +68,13 @@ class StreamCopier:
     def _audio(self, ist, v0):
         import av
 
-        allowed = REMUX_AUDIO[self.fmt]
-        if allowed is None or ist.codec_context.name in allowed:
+        to = audio_reencode(ist.codec_context.name, self.fmt)
+        if to is None:
             ost = self.out.add_stream_from_template(ist)
-            _copy_tags(ist, ost)
+            self.notes += _copy_tags(ist, ost, self.fmt)
             return _Copy(ist, ost, v0, remux=True)
+        self.notes.append(f"audio stream {ist.index} ({ist.codec_context.name}) re-encoded to {to}: "
+                          f"the {self.fmt} container cannot hold it as it is (.mkv keeps it)")
         codec = "libopus" if self.fmt == "webm" else "aac"
         rate = 48000 if codec == "libopus" else (ist.codec_context.sample_rate or 48000)
         ost = self.out.add_stream(codec, rate=rate)
@@ -66,7 +82,7 @@ class StreamCopier:
         if layout not in ("mono", "stereo"):
             layout = "stereo"
         ost.layout = layout
-        _copy_tags(ist, ost)
+        self.notes += _copy_tags(ist, ost, self.fmt)
         cp = _Copy(ist, ost, v0, remux=False)
         fmt = ost.codec_context.format.name if ost.codec_context.format else "fltp"
         cp.resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
@@ -165,12 +181,24 @@ class _Copy:
             out.mux(self.ost.encode(None))
 
 
-def _copy_tags(ist, ost) -> None:
+def _copy_tags(ist, ost, fmt) -> list:
+    """Copies the stream's language, title and handler name; returns notes on what ``fmt``
+    cannot store."""
+    notes = []
     for key in ("language", "title", "handler_name"):
         v = ist.metadata.get(key)
         if v:
             ost.metadata[key] = v
+    what = f"{ist.type} stream {ist.index}"
+    title, lang = ist.metadata.get("title"), ist.metadata.get("language")
+    if title and fmt not in KEEPS_TITLE:
+        notes.append(f"{what}: its title {title!r} is not kept (the {fmt} container has no track "
+                     f"titles; .mkv keeps them)")
+    if lang and lang != "und" and fmt not in KEEPS_LANGUAGE:
+        notes.append(f"{what}: its language {lang!r} is not kept (the {fmt} container has no track "
+                     f"languages; .mkv keeps them)")
     try:
         ost.disposition = ist.disposition
     except (AttributeError, TypeError, ValueError):
         pass
+    return notes

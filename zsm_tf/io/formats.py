@@ -59,9 +59,18 @@ def check_output_path(path, input_path=None) -> None:
     if not parent.is_dir():
         raise MediaError(f"{path}: cannot write: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise MediaError(f"{path}: cannot write: permission denied in {parent}")
+        raise MediaError(f"{path}: cannot write: {_why_unwritable(parent)} ({parent})")
     if p.is_dir() and not os.access(p, os.W_OK | os.X_OK):
-        raise MediaError(f"{path}: cannot write: permission denied")
+        raise MediaError(f"{path}: cannot write: {_why_unwritable(p)}")
+
+
+def _why_unwritable(folder) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
 
 
 def temp_sibling(path: Path, suffix="") -> Path:

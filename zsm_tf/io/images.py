@@ -36,6 +36,11 @@ def check_image(path, im) -> None:
         raise MediaError(f"{path}: grayscale (palette) image; convert the frames to RGB first")
 
 
+def has_alpha(im) -> bool:
+    """The image has an alpha channel (or a transparent palette entry)."""
+    return im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info
+
+
 def to_rgb_array(im) -> np.ndarray:
     if im.mode != "RGB":
         im = im.convert("RGB")   # palette, RGBA (alpha dropped), CMYK, YCbCr

@@ -121,11 +121,13 @@ class SegmentEncoder:
 
 
 def join_segments(segments: Sequence[tuple], dest, out_format: str, rotation: int = 0,
-                  streams_from=None) -> list:
+                  streams_from=None, last_frame_s=None) -> list:
     """Stream-copies ``segments`` (``(path, start_seconds)`` pairs, in order) into ``dest``.
 
     ``streams_from``: a file whose audio and subtitle streams are copied alongside (None: none);
-    ``rotation``: degrees for the display matrix (0: none). Returns notes for the user."""
+    ``rotation``: degrees for the display matrix (0: none); ``last_frame_s``: how long the last
+    frame shows (e.g. a whole input frame, so that the video ends with its audio; None: one
+    output frame). Returns notes for the user."""
     import av
 
     ins, notes = [], []
@@ -139,12 +141,13 @@ def join_segments(segments: Sequence[tuple], dest, out_format: str, rotation: in
             vs.set_display_rotation(rotation)
         copier = StreamCopier(out, streams_from, out_format) if streams_from is not None else None
         notes += copier.notes if copier else []
-        for c, (_, start) in zip(ins, segments):
+        for i, (c, (_, start)) in enumerate(zip(ins, segments)):
             st = c.streams.video[0]
             shift = int(round(Fraction(start) / st.time_base))
-            for pkt in c.demux(st):
-                if pkt.dts is None and pkt.pts is None:
-                    continue
+            packets = (p for p in c.demux(st) if p.dts is not None or p.pts is not None)
+            if i == len(ins) - 1 and last_frame_s is not None:
+                packets = _last_frame_lasting(list(packets), int(round(Fraction(last_frame_s) / st.time_base)))
+            for pkt in packets:
                 if pkt.pts is not None:
                     pkt.pts += shift
                 if pkt.dts is not None:
@@ -169,3 +172,14 @@ def join_segments(segments: Sequence[tuple], dest, out_format: str, rotation: in
             except Exception:
                 pass
     return notes
+
+
+def _last_frame_lasting(packets: list, ticks: int) -> list:
+    """The packets of the last segment with the last frame shown for ``ticks`` (the frame shown
+    last, and the packet last in decoding order, which is what MP4 counts its duration from)."""
+    if not packets or ticks <= 0:
+        return packets
+    shown_last = max(packets, key=lambda p: p.pts if p.pts is not None else p.dts)
+    for p in {id(shown_last): shown_last, id(packets[-1]): packets[-1]}.values():
+        p.duration = max(int(p.duration or 0), ticks)
+    return packets

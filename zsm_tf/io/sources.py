@@ -11,9 +11,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from zsm_tf.errors import one_line
 from zsm_tf.io.colour import frame_colour, to_rgb24
 from zsm_tf.io.formats import DEFAULT_IMAGE_FPS, IMAGE_EXTS, MediaError, ff_msg
-from zsm_tf.io.images import check_image, list_images, read_image
+from zsm_tf.io.images import check_image, has_alpha, list_images, read_image
 
 
 @dataclass
@@ -44,6 +45,7 @@ class StreamScan:
     error: Optional[str] = None
     rotation: int = 0
     colour: Optional[dict] = None
+    alpha: bool = False     # the frames have an alpha channel (the model takes RGB: dropped)
 
 
 class FrameSource:
@@ -96,6 +98,25 @@ class ImageFolderSource(FrameSource):
     def frames(self, start=0, stop=None):
         for p in self.files[start:stop]:
             yield read_image(p)
+
+    def scan(self, progress=None) -> StreamScan:
+        """Decodes every image once, before any work, stopping at the first damaged one (e.g. a
+        truncated PNG): the same facts as :meth:`VideoSource.scan` (no timestamps)."""
+        from PIL import Image
+
+        count, error, alpha = 0, None, False
+        for p in self.files:
+            try:
+                with Image.open(p) as im:
+                    alpha = alpha or has_alpha(im)
+                    im.load()
+            except (OSError, SyntaxError, ValueError) as e:
+                error = f"{p}: damaged image, frame {count} of the folder ({one_line(e)})"
+                break
+            count += 1
+            if progress is not None and count % 16 == 0:
+                progress(count)
+        return StreamScan(count=count, pts=None, time_base=None, error=error, alpha=alpha)
 
 
 class VideoSource(FrameSource):
@@ -184,6 +205,8 @@ class VideoSource(FrameSource):
                             first = frame
                             rotation = int(round(getattr(frame, "rotation", 0) or 0))
                             colour = frame_colour(frame)
+                            fmt = frame.format
+                            alpha = len(fmt.components) == 4 or fmt.name.startswith("ya")
                         if (frame.width, frame.height) != (self.info.width, self.info.height):
                             error = (f"{self.path}: frame size changes mid-stream at frame {len(pts)} "
                                      f"({frame.width}x{frame.height} after {self.info.width}x{self.info.height})")
@@ -198,9 +221,9 @@ class VideoSource(FrameSource):
         if error is None:
             error = self._early_end(len(pts))
         if first is None:
-            rotation, colour = 0, None
+            rotation, colour, alpha = 0, None, False
         return StreamScan(count=len(pts), pts=pts, time_base=self.info.time_base, error=error,
-                          rotation=rotation % 360, colour=colour)
+                          rotation=rotation % 360, colour=colour, alpha=alpha)
 
     def close(self):
         self.container.close()

@@ -19,18 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from zsm_tf import interrupts
 from zsm_tf import io as vio
+from zsm_tf.interrupts import Terminated  # noqa: F401 - re-exported
 from zsm_tf.pipeline.resume import MANIFEST_VERSION, input_identity, sha256_file
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt); a command run
+    as a process has this already, for its whole run (:func:`zsm_tf.interrupts.install`)."""
+    if threading.current_thread() is not threading.main_thread() or interrupts.installed():
         yield
         return
 
@@ -52,13 +51,13 @@ class InputFacts:
     rotation: int = 0
     colour: Optional[dict] = None
     damage: Optional[str] = None     # why the stream stops early (one line), or None
+    alpha: bool = False              # the frames have an alpha channel (dropped)
 
 
 def inspect_input(src, progress: bool = False) -> InputFacts:
-    """Counts (and for a video, scans) the input's frames before any work."""
+    """Decodes the input's frames once before any work (a video or an image folder alike): the
+    exact count, timestamps, and where the input is damaged, if anywhere."""
     info = src.info
-    if info.kind != "video":
-        return InputFacts(num_frames=info.num_frames)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -71,7 +70,7 @@ def inspect_input(src, progress: bool = False) -> InputFacts:
         if bar is not None:
             bar.close()
     return InputFacts(num_frames=scan.count, pts=scan.pts, time_base=scan.time_base,
-                      rotation=scan.rotation, colour=scan.colour, damage=scan.error)
+                      rotation=scan.rotation, colour=scan.colour, damage=scan.error, alpha=scan.alpha)
 
 
 def output_path(output) -> Path:

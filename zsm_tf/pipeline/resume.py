@@ -28,7 +28,8 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -40,6 +41,7 @@ WORK_SUFFIX = ".zsm-work"
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 DEFAULT_SEGMENT_FRAMES = 48
+DEFAULT_SEGMENT_SECONDS = 120.0   # a slow job also commits at the first window after this
 HEAD_BYTES = 8 << 20
 
 
@@ -139,6 +141,27 @@ def work_dir_for(output) -> Path:
     return p.parent / f".{p.name}{WORK_SUFFIX}"
 
 
+def check_unlocked(output) -> None:
+    """:class:`JobLockedError` when another process holds the work folder of ``output``."""
+    import fcntl
+
+    lock = work_dir_for(output) / "lock"
+    if not lock.is_file():
+        return
+    try:
+        fd = os.open(str(lock), os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        raise JobLockedError(f"{output}: another zsm-tf upscale is writing this output (work folder "
+                             f"{lock.parent} is locked)") from None
+    finally:
+        os.close(fd)
+
+
 class ResumableOutput:
     """The work folder of one output: manifest, lock, committed segments; see the module docstring.
 
@@ -160,7 +183,14 @@ class ResumableOutput:
         self.done: List[dict] = []
         self._lock_fd = None
         self._created = False
-        self._start(resume)
+        try:
+            self._start(resume)
+        except OSError:   # e.g. a full disk: leave no half-made work folder
+            if self._created and not self.done:
+                self.remove()
+            else:
+                self.release()
+            raise
 
     # -- setup
     def _start(self, resume):
@@ -261,6 +291,17 @@ class ResumableOutput:
     def done_frames(self) -> int:
         return self.done[-1]["end"] if self.done else 0
 
+    def bytes_per_frame(self) -> float:
+        """Mean size of a committed output frame on disk (0: nothing committed)."""
+        n = self.done_frames
+        if not n:
+            return 0.0
+        if self.video:
+            size = sum(s.get("bytes") or 0 for s in self.done)
+        else:
+            size = sum(f.stat().st_size for f in (self.path / "frames").iterdir() if f.is_file())
+        return size / n
+
     def segment_path(self, seg: Segment) -> Path:
         ext = ".avi" if self.output.suffix.lower() == ".avi" else ".mp4"   # segments.segment_format
         return self.path / f"seg_{seg.index:05d}{ext}"
@@ -276,11 +317,18 @@ class ResumableOutput:
         self._write()
 
     # -- end
-    def publish_video(self, segment_starts, out_format, rotation=0, streams_from=None) -> List[str]:
-        """Joins the committed segments into the output (replacing it); returns notes."""
+    def publish_video(self, segment_starts, out_format, rotation=0, streams_from=None,
+                      last_frame_s=None) -> List[str]:
+        """Joins the committed segments into the output (replacing it); returns notes.
+        ``segment_starts``: output frame index -> its time in seconds."""
         tmp = self.path / ("joined" + self.output.suffix)
-        segs = [(self.path / s["file"], segment_starts[s["index"]]) for s in self.done]
-        notes = join_segments(segs, tmp, out_format, rotation=rotation, streams_from=streams_from)
+        segs = [(self.path / s["file"], segment_starts[s["start"]]) for s in self.done]
+        try:
+            notes = join_segments(segs, tmp, out_format, rotation=rotation, streams_from=streams_from,
+                                  last_frame_s=last_frame_s)
+        except BaseException:
+            tmp.unlink(missing_ok=True)   # the segments stay: a rerun joins them again
+            raise
         os.replace(tmp, self.output)
         fsync_dir(self.output.parent)
         self.remove()
@@ -337,21 +385,38 @@ class _StatusOnly:
 
 def produce(work: ResumableOutput, plan: List[Segment], upscaler, source, num_inputs: int,
             timing=None, make_encoder=None, on_frame: Callable[[], None] = lambda: None,
-            status: Optional[Callable[[str], None]] = None) -> None:
-    """Upscales the segments of ``plan`` that ``work`` has not committed yet, committing each.
+            status: Optional[Callable[[str], None]] = None, units: Optional[List[Segment]] = None,
+            commit_s: Optional[float] = None, clock: Callable[[], float] = time.monotonic,
+            on_commit: Callable[[], None] = lambda: None) -> None:
+    """Upscales the output frames that ``work`` has not committed yet, committing segments.
 
-    ``source.frames(start, stop)`` gives input frames; ``upscaler.stream(frames)`` the outputs;
-    ``timing.pts(g)`` output ``g``'s timestamp; ``make_encoder(seg)`` a :class:`SegmentEncoder`
-    for a video segment (None: PNG frames). ``on_frame()`` is called after each output frame
-    written, ``status(text)`` when the upscaler says what it is doing (e.g. tracing the model)."""
-    todo = plan[len(work.done):]
-    if not todo:
+    A segment is committed at each end of a segment of ``plan`` (about ``segment_frames``
+    outputs) and also, once ``commit_s`` seconds have passed since it started, at the next end
+    of one of ``units`` (one model window each: ``plan_segments(K, N, 1)``), so that a slow job
+    loses at most a few minutes. ``source.frames(start, stop)`` gives input frames;
+    ``upscaler.stream(frames)`` the outputs; ``timing.pts(g)`` output ``g``'s timestamp;
+    ``make_encoder(seg)`` a :class:`SegmentEncoder` for a video segment (None: PNG frames).
+    ``on_frame()`` is called after each output frame written, ``on_commit()`` after each
+    commit, ``status(text)`` when the upscaler says what it is doing (e.g. tracing the model)."""
+    units = units or plan
+    total = plan[-1].end
+    done = work.done_frames
+    if done >= total:
         return
-    first = todo[0]
-    frames = source.frames(first.feed, num_inputs)
-    g = 2 * first.feed
-    it = iter(todo)
-    seg = next(it)
+    k = next((i for i, u in enumerate(units) if u.start == done), None)
+    if k is None:
+        raise MediaError(f"{work.path}: its committed segments do not end on a model window; "
+                         f"rerun with --no-resume")
+    bounds = {s.end for s in plan}
+    unit_ends = {u.end for u in units}
+
+    def segment(index, start):
+        return Segment(index, start, min((b for b in bounds if b > start), default=total), units[k].feed)
+
+    frames = source.frames(units[k].feed, num_inputs)
+    g = 2 * units[k].feed
+    seg = segment(len(work.done), done)
+    t0 = clock()
     enc = make_encoder(seg) if work.video else None
     try:
         for out in upscaler.stream(frames, progress=_StatusOnly(status)):
@@ -364,16 +429,17 @@ def produce(work: ResumableOutput, plan: List[Segment], upscaler, source, num_in
                 write_png(work.frame_path(g), out)
             g += 1
             on_frame()
-            if g == seg.end:
-                work.commit(seg, enc.finish() if enc is not None else None)
+            if g in bounds or (g in unit_ends and commit_s is not None and clock() - t0 >= commit_s):
+                work.commit(replace(seg, end=g), enc.finish() if enc is not None else None)
                 enc = None
-                seg = next(it, None)
-                if seg is None:
+                on_commit()
+                if g >= total:
                     break
+                seg, t0 = segment(seg.index + 1, g), clock()
                 enc = make_encoder(seg) if work.video else None
     finally:
         if enc is not None:
             enc.abort()
-    if seg is not None:
+    if g < total:
         raise MediaError(f"{source.info.path}: the input gave fewer frames than it did when scanned "
-                         f"(output stopped at frame {g} of {plan[-1].end})")
+                         f"(output stopped at frame {g} of {total})")

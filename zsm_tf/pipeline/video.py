@@ -13,14 +13,25 @@ Problems the user can fix raise :class:`~zsm_tf.io.MediaError`; notes for the us
 """
 from __future__ import annotations
 
+import errno
+import shutil
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Callable, Optional
 
+from zsm_tf import interrupts
 from zsm_tf import io as vio
 from zsm_tf.pipeline import job
-from zsm_tf.pipeline.resume import DEFAULT_SEGMENT_FRAMES, ResumableOutput, plan_segments, produce
+from zsm_tf.pipeline.resume import (
+    DEFAULT_SEGMENT_FRAMES,
+    DEFAULT_SEGMENT_SECONDS,
+    ResumableOutput,
+    check_unlocked,
+    plan_segments,
+    produce,
+)
 from zsm_tf.pipeline.timing import output_timing
 
 
@@ -34,8 +45,28 @@ class VideoResult:
     rate: Fraction          # frames per second (nominal when ``cfr`` is False)
     cfr: bool
     video: bool             # a video file (else a folder of PNG frames)
-    audio: bool             # the input's audio was copied
-    damage: Optional[str]   # why the input stopped early (only the frames before were upscaled)
+    audio: bool             # the input's audio is in the output
+    damage: Optional[str] = None   # why the input stopped early (only the frames before were upscaled)
+    audio_codec: Optional[str] = None   # what the audio was re-encoded to ("AAC", "Opus"); None: copied
+
+
+def _size(n: float) -> str:
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def disk_full(e: BaseException) -> bool:
+    """``e`` (or what caused it) is "no space left on device" or "disk quota exceeded"."""
+    seen = 0
+    while e is not None and seen < 5:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 class VideoJob:
@@ -49,20 +80,29 @@ class VideoJob:
       strict: refuse a damaged input stream (default: upscale the frames before the damage).
       resume: continue an interrupted run of the same job (False: start afresh).
       segment_frames: commit progress about every N output frames.
+      segment_seconds: and at the first model window after S seconds (None: by frames only).
       progress: show progress bars on stderr.
       note: callable(str) for notes to the user.
     """
 
     def __init__(self, input, output, fps=None, fps_mode="double", crf=18, overwrite=False,
-                 strict=False, resume=True, segment_frames=DEFAULT_SEGMENT_FRAMES, progress=True,
+                 strict=False, resume=True, segment_frames=DEFAULT_SEGMENT_FRAMES,
+                 segment_seconds=DEFAULT_SEGMENT_SECONDS, progress=True,
                  note: Callable[[str], None] = lambda msg: None):
         if fps is not None and fps <= 0:
             raise ValueError(f"--fps must be positive, got {fps}")
         if segment_frames < 1:
             raise ValueError(f"--segment-frames must be at least 1, got {segment_frames}")
+        if vio.is_video_path(output):
+            top = 63 if vio.container_of(output) == "webm" else 51   # VP9 / x264 CRF scales
+            if not 0 <= crf <= top:
+                raise ValueError(f"--crf must be in 0..{top} for {Path(str(output)).suffix} output "
+                                 f"(lower is better; default 18), got {crf}")
         self.input, self.output = input, output
         self.fps_mode, self.crf, self.resume = fps_mode, crf, resume
         self.segment_frames, self.progress, self.note = segment_frames, progress, note
+        self.segment_seconds = segment_seconds
+        self._space_checked = False
         self.src = vio.open_source(input, fps=fps)
         try:
             self._inspect(fps, overwrite, strict)
@@ -74,6 +114,7 @@ class VideoJob:
         info = self.src.info
         vio.check_output_path(self.output, self.input)
         job.check_overwrite(self.output, overwrite)
+        check_unlocked(self.output)   # another run writing this output: refused before the scan
         self.facts = facts = job.inspect_input(self.src, progress=self.progress)   # before any work
         n_in = facts.num_frames
         if n_in < 2:
@@ -84,6 +125,9 @@ class VideoJob:
             raise vio.MediaError(f"{facts.damage}; nothing written (--strict)")
         if facts.damage:
             self.note(f"{facts.damage}: upscaling the {n_in} frames before it, then exiting with an error")
+        if facts.alpha:
+            self.note("the input frames have an alpha channel (transparency): it is dropped, the "
+                      "output is RGB")
         self.is_video = is_video = vio.is_video_path(self.output)
         timing, tnote = output_timing(info.fps, self.fps_mode, None if fps is not None else facts.pts,
                                       facts.time_base)
@@ -116,7 +160,13 @@ class VideoJob:
         n_in = facts.num_frames
         record = job.job_record(self.input, self.output, flags or {}, n_in, upscaler.window,
                                 self.segment_frames, model, weights_path)
-        work = ResumableOutput(self.output, record, video=self.is_video, resume=self.resume, note=self.note)
+        try:
+            work = ResumableOutput(self.output, record, video=self.is_video, resume=self.resume, note=self.note)
+        except OSError as e:
+            if disk_full(e):
+                raise vio.MediaError(f"{job.output_path(self.output).parent}: disk full; nothing was "
+                                     f"written: free space and run the same command again") from None
+            raise
         w, h = info.width * 4, info.height * 4
         plan = plan_segments(n_in, upscaler.window, self.segment_frames)
         total = plan[-1].end
@@ -130,33 +180,75 @@ class VideoJob:
 
         from tqdm import tqdm
 
+        units = plan_segments(n_in, upscaler.window, 1)   # where a segment may end early (by time)
         notes = []
         try:
             with job.sigterm_as_interrupt():
                 with tqdm(total=total, initial=work.done_frames, unit="frame", desc="upscale",
                           disable=not self.progress, dynamic_ncols=True, file=sys.stderr) as bar:
                     produce(work, plan, upscaler, self.src, n_in, timing, encoder, lambda: bar.update(1),
-                            status=bar.set_description)
+                            status=bar.set_description, units=units, commit_s=self.segment_seconds,
+                            on_commit=lambda: self._check_space(work, total, bar))
                 if self.is_video:
-                    starts = {s.index: timing.seconds(s.start) for s in plan}
-                    notes = work.publish_video(starts, fmt, rotation=facts.rotation, streams_from=self.audio)
+                    starts = {u.start: timing.seconds(u.start) for u in units}
+                    # the last frame shows for a whole input frame: the video ends with its input
+                    last = timing.seconds(total - 1) - timing.seconds(total - 3) if total >= 3 else None
+                    notes = work.publish_video(starts, fmt, rotation=facts.rotation, streams_from=self.audio,
+                                               last_frame_s=last)
                 else:
                     work.publish_frames()
         except BaseException as e:
             from zsm_tf.loading import ModelLoadError
 
-            keep = bool(work.done) and not isinstance(e, (vio.MediaError, ModelLoadError, ValueError))
+            if isinstance(e, KeyboardInterrupt):
+                interrupts.acknowledge()   # caught: the clean-up below runs, no watchdog exit
+            keep = bool(work.done) and not isinstance(e, ModelLoadError)
+            kept = f"{work.done_frames} of {total} output frames are kept in {work.path}"
+            full = disk_full(e)
             if keep:
-                e.resume_hint = (f"{work.done_frames} of {total} output frames are kept in {work.path}: "
-                                 f"run the same command again to resume (--no-resume starts afresh)")
                 work.release()
             else:
                 work.remove()
+            if full:
+                need = self._space_text(work, total)
+                raise vio.MediaError(
+                    f"{work.path.parent}: disk full; "
+                    + (f"{kept}: free space and run the same command again to resume{need}" if keep else
+                       f"nothing was kept; free space and run the same command again{need}")) from None
+            if keep:
+                e.resume_hint = (f"{kept}: run the same command again to resume (--no-resume starts "
+                                 f"afresh)")
             raise
         for n in notes:
             self.note(n)
         return VideoResult(output=str(self.output), frames=total, width=w, height=h, rate=timing.rate,
-                           cfr=timing.cfr, video=self.is_video, audio=bool(self.audio), damage=facts.damage)
+                           cfr=timing.cfr, video=self.is_video, audio=bool(self.audio), damage=facts.damage,
+                           audio_codec=vio.audio.audio_reencode(info.audio_codec, fmt) if self.audio else None)
+
+    def _space_text(self, work, total) -> str:
+        per = work.bytes_per_frame()
+        if not per:
+            return ""
+        need = per * (total - work.done_frames) + (per * total if self.is_video else 0)
+        return f" (about {_size(need)} more needed: {_size(per)} per output frame)"
+
+    def _check_space(self, work, total, bar) -> None:
+        """After the first segment this run commits: a note when the rest will not fit the disk."""
+        if self._space_checked:
+            return
+        self._space_checked = True
+        per = work.bytes_per_frame()
+        if not per:
+            return
+        left = total - work.done_frames
+        need = per * left + (per * total if self.is_video else 0)   # a video is joined into a copy
+        free = shutil.disk_usage(work.path).free
+        if need > free:
+            bar.clear()
+            self.note(f"the output needs about {_size(need)} more ({_size(per)} per output frame"
+                      f"{', twice for the final join' if self.is_video else ''}) but only {_size(free)} "
+                      f"is free beside {self.output}: the job will stop when the disk is full, keeping "
+                      f"what it finished")
 
     def close(self) -> None:
         self.src.close()
