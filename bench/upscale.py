@@ -78,8 +78,9 @@ def make_clip(path, k, w, h):
             out.mux(pkt)
 
 
-def run_cli(checkout, clip, out, extra):
+def run_cli(checkout, clip, out, extra, env_extra=()):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(checkout)}
+    env.update(kv.split("=", 1) for kv in env_extra)
     cmd = [sys.executable, "-c", CHILD, str(clip), str(out), "-q", *extra]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
@@ -107,6 +108,10 @@ def main(argv=None):
     p.add_argument("--old-args", default="", help="extra flags for the old command")
     p.add_argument("--new-args", default="", help="extra flags for the new command, e.g. "
                                                   "'--precision bfloat16'")
+    p.add_argument("--old-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment of the old command, e.g. TF_ENABLE_ONEDNN_OPTS=0 (what TF "
+                        "does by itself on an AVX2-only CPU)")
+    p.add_argument("--new-env", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     ks = [int(v) for v in args.frames.split(",")]
@@ -129,17 +134,18 @@ def main(argv=None):
         for (w, h), k in zip(sizes, ks):
             clip = tmp / f"in_{w}x{h}.mkv"
             make_clip(clip, k, w, h)
-            runs = [("new", ROOT, shlex.split(args.new_args))]
+            runs = [("new", ROOT, shlex.split(args.new_args), args.new_env)]
             if old is not None:
-                runs.insert(0, ("old", old, shlex.split(args.old_args)))
-            for name, checkout, extra in runs:
+                runs.insert(0, ("old", old, shlex.split(args.old_args), args.old_env))
+            for name, checkout, extra, env_extra in runs:
                 row = {"code": name, "input": f"{w}x{h}", "output": f"{4 * w}x{4 * h}",
-                       "frames_in": k, "frames_out": 2 * k - 1, "flags": " ".join(extra) or "(defaults)"}
+                       "frames_in": k, "frames_out": 2 * k - 1,
+                       "flags": " ".join(list(env_extra) + extra) or "(defaults)"}
                 if name == "old" and w * h > args.old_max_pixels:
                     row["error"] = "not run: needs ~20 GB or more (killed at 640x480 with 24 GB)"
                 else:
                     out = tmp / f"out_{name}_{w}x{h}.mp4"
-                    row.update(run_cli(checkout, clip, out, extra))
+                    row.update(run_cli(checkout, clip, out, extra, env_extra))
                     if out.exists():
                         out.unlink()
                     if row.get("peak_rss") and not row.get("error"):
