@@ -475,3 +475,16 @@ def test_gpu_gradient_refuses_under_op_determinism():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
     assert out.returncode == 0 and "REFUSED True" in out.stdout, out.stdout[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("g++") is None, reason="needs make and g++")
+def test_makefile_takes_the_build_flags_from_the_library():
+    """One source of build flags: custom_ops/Makefile's compile line is build_flags()' list."""
+    from zsm_tf.ops.custom_op import _compiler, build_flags
+
+    cflags, lflags = build_flags(_compiler()[1], "native")
+    out = subprocess.run(["make", "-n", "-B", "all", f"PYTHON={sys.executable}"], cwd=ROOT / "custom_ops",
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if "deform_im2col_op.cc" in ln)
+    assert " ".join(cflags) in line and line.rstrip().endswith(" ".join(lflags))

@@ -379,20 +379,32 @@ def _make_images(compiler: CudaCompiler, src: Path, archs: list[str], info: dict
     return prepare
 
 
-def _plans(src: Path) -> list[_Plan]:
-    """The CUDA plan (when wanted and possible) then the CPU-only plan."""
-    cxx = shutil.which(os.environ.get("CXX", "g++"))
-    if cxx is None:
-        raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH")
-    march = os.environ.get("ZSM_TF_OP_MARCH", "native").strip()
-    cxx_version = _run([cxx, "--version"])
+def build_flags(cxx_version: str, march: str) -> tuple[list[str], list[str]]:
+    """(compile flags, link flags) of the op library for a compiler (its ``--version`` text) and
+    a ``-march`` value (empty: none). The one list: the lazy build below and
+    ``custom_ops/Makefile`` (``python -m zsm_tf.ops.custom_op --cxxflags / --ldflags``) use it."""
     cflags = ["-O3", "-fPIC", "-fopenmp-simd", "-DNDEBUG", "-Wno-deprecated-declarations",
               *tf.sysconfig.get_compile_flags()]
     if "clang" not in cxx_version.lower():
         cflags.append("-Wno-interference-size")  # from Eigen headers with g++ >= 12
     if march:
         cflags.append(f"-march={march}")
-    lflags = tf.sysconfig.get_link_flags()
+    return cflags, tf.sysconfig.get_link_flags()
+
+
+def _compiler() -> tuple[str, str]:
+    """(path, ``--version`` text) of ``$CXX`` (default g++)."""
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if cxx is None:
+        raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH")
+    return cxx, _run([cxx, "--version"])
+
+
+def _plans(src: Path) -> list[_Plan]:
+    """The CUDA plan (when wanted and possible) then the CPU-only plan."""
+    cxx, cxx_version = _compiler()
+    march = os.environ.get("ZSM_TF_OP_MARCH", "native").strip()
+    cflags, lflags = build_flags(cxx_version, march)
 
     key = hashlib.sha256()  # not the source path: checkouts with the same sources share a build
     for f in _SOURCES:
@@ -715,3 +727,15 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
                             strides=list(pair(strides, "strides")), padding=list(pair(padding, "padding")),
                             dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
     return tf.cast(cols, dtype)
+
+
+if __name__ == "__main__":   # the build flags for custom_ops/Makefile: one source
+    import argparse
+
+    parser = argparse.ArgumentParser(description="print the op library's build flags")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cxxflags", action="store_true")
+    which.add_argument("--ldflags", action="store_true")
+    args = parser.parse_args()
+    cflags, lflags = build_flags(_compiler()[1], os.environ.get("ZSM_TF_OP_MARCH", "native").strip())
+    print(" ".join(cflags if args.cxxflags else lflags))
