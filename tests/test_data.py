@@ -184,3 +184,19 @@ def test_video_windows_of_frames_two_apart(shared_dir):
     assert not {Path(v["path"]).name for v in step2.videos} & {"again.mkv", "night.mkv"}
     for item in (0, step2.num_items // 2):
         np.testing.assert_array_equal(step2.read(item), span.read(item)[::2])
+
+
+def test_video_camera_pans_from_one_frame(shared_dir):
+    """data.pan_fraction: an item is a window moving (dx, dy) px/frame over one real frame."""
+    from zsm_tf.data.video_clips import VideoFolder
+
+    src = VideoFolder(shared_dir / "videos", 7, 64, exclude=("again.mkv",), pan_fraction=1.0, pan_max=16)
+    clip = src.read(3, 0.3, 0.7, pan=(10, -6))
+    assert clip.shape == (7, 64, 64, 3) and clip.std() > 5
+    for t in range(1, 7):   # frame t is frame 0 moved by t * (10, -6): exact pixels
+        np.testing.assert_array_equal(clip[t][6 * t:, :64 - 10 * t], clip[0][:64 - 6 * t, 10 * t:])
+    assert "camera pans of up to 16 px/frame" in src.describe()
+    plain = VideoFolder(shared_dir / "videos", 7, 64, exclude=("again.mkv",))
+    np.testing.assert_array_equal(src.read(3, 0.3, 0.7, pan=(0, 0)), plain.read(3, 0.3, 0.7))
+    with pytest.raises(ValueError, match="pan_fraction"):
+        VideoFolder(shared_dir / "videos", 7, 64, pan_fraction=2.0)

@@ -36,10 +36,11 @@ def parse_spec(spec):
 
 
 def make_source(spec, *, hr_patch=128, frames=7, scale=4, seed=0, validation=False, lr_dir=None,
-                video_resize=1.0, limit=None, exclude=(), frame_step=1):
+                video_resize=1.0, limit=None, exclude=(), frame_step=1, pan_fraction=0.0, pan_max=24):
     """The training (or, with ``validation=True``, validation) source for a ``--data`` spec.
     ``exclude``: file names a ``videos:`` source leaves out (clips held out for scoring);
-    ``frame_step``: a ``videos:`` window takes every ``frame_step``-th frame (2: twice the motion).
+    ``frame_step``: a ``videos:`` window takes every ``frame_step``-th frame (2: twice the motion);
+    ``pan_fraction`` of its items are camera pans of up to ``pan_max`` HR px/frame over one frame.
 
     Validation sources take centre crops: the Vimeo test list, generated scenes of another seed,
     or windows spread over the same video folder (not held out).
@@ -55,4 +56,4 @@ def make_source(spec, *, hr_patch=128, frames=7, scale=4, seed=0, validation=Fal
         return VimeoSeptuplets(arg, "test" if validation else "train", hr_patch, scale,
                                lr_dir=lr_dir, crop=crop, frames=frames, limit=limit)
     return VideoFolder(arg, frames, hr_patch, resize=video_resize, crop=crop, exclude=exclude,
-                       frame_step=frame_step)
+                       frame_step=frame_step, pan_fraction=pan_fraction, pan_max=pan_max)

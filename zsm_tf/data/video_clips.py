@@ -89,7 +89,7 @@ class VideoFolder:
     kind = "videos"
 
     def __init__(self, root, frames=7, hr_patch=128, resize=1.0, crop="random", stride=1,
-                 files=None, exclude=(), frame_step=1):
+                 files=None, exclude=(), frame_step=1, pan_fraction=0.0, pan_max=24):
         self.root = Path(root)
         self.frames = int(frames)
         self.hr_patch = int(hr_patch)
@@ -99,6 +99,13 @@ class VideoFolder:
         if self.frame_step < 1:
             raise ValueError(f"frame_step must be >= 1, got {frame_step}")
         self.span = (self.frames - 1) * self.frame_step + 1   # source frames a window covers
+        # camera pans made from one real frame (fast motion the footage lacks): a fraction of the
+        # items, each a window moving by up to pan_max HR pixels per frame on each axis
+        self.pan_fraction = float(pan_fraction)
+        self.pan_max = int(pan_max)
+        if not 0.0 <= self.pan_fraction <= 1.0 or self.pan_max < 0:
+            raise ValueError(f"pan_fraction must be in [0, 1] and pan_max >= 0, got "
+                             f"{pan_fraction}, {pan_max}")
         self.region = int(round(self.hr_patch / self.resize))
         if files is None:
             files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_INPUT_EXTS)
@@ -130,6 +137,8 @@ class VideoFolder:
         n = sum(len(v["pts"]) for v in self.videos)
         res = f", regions {self.region}px resized x{self.resize:g}" if self.resize != 1 else ""
         out = f", {len(self.excluded)} held out" if self.excluded else ""
+        if self.pan_fraction:
+            res += f"; {self.pan_fraction:.0%} camera pans of up to {self.pan_max} px/frame"
         return (f"videos under {self.root} ({len(self.videos)} files{out}, {n} frames, "
                 f"{self.num_items} {self.frames}-frame windows"
                 f"{f' of frames {self.frame_step} apart' if self.frame_step > 1 else ''}; {self.crop} crops "
@@ -140,10 +149,13 @@ class VideoFolder:
         item = int(item)
         return self.videos[self._win_file[item]], int(self._win_start[item])
 
-    def read(self, item, fy=0.5, fx=0.5):
+    def read(self, item, fy=0.5, fx=0.5, pan=None):
         """HR clip uint8 ``[frames, hr_patch, hr_patch, 3]`` of an item; the crop's top-left
-        corner is at fraction ``(fy, fx)`` of its possible range."""
+        corner is at fraction ``(fy, fx)`` of its possible range. ``pan=(dx, dy)``: instead, a
+        window moving ``(dx, dy)`` HR pixels per frame over the item's first frame."""
         v, start = self.window(item)
+        if pan is not None and (pan[0] or pan[1]):
+            return self._pan(v, start, fy, fx, int(pan[0]), int(pan[1]))
         r = self.region
         y0 = int(min(float(fy), 1.0) * (v["height"] - r + 1)) if self.crop != "center" else \
             (v["height"] - r) // 2
@@ -159,13 +171,32 @@ class VideoFolder:
                              for f in clip])
         return clip
 
+    def _pan(self, v, start, fy, fx, dx, dy):
+        """The frames of a ``hr_patch`` window moving ``(dx, dy)`` px/frame over one frame
+        (integer shifts: exact pixels, no resampling)."""
+        n, r = self.frames, self.hr_patch
+        span_x, span_y = r + abs(dx) * (n - 1), r + abs(dy) * (n - 1)
+        if span_x > v["width"] or span_y > v["height"]:   # too fast for this frame: slow down
+            k = min(1.0, (v["width"] - r) / max(abs(dx) * (n - 1), 1),
+                    (v["height"] - r) / max(abs(dy) * (n - 1), 1))
+            dx, dy = int(dx * k), int(dy * k)
+            span_x, span_y = r + abs(dx) * (n - 1), r + abs(dy) * (n - 1)
+        frame = read_frames(v["path"], v["pts"], start, 1)[0]
+        y0 = int(min(float(fy), 1.0) * (v["height"] - span_y)) + (abs(dy) * (n - 1) if dy < 0 else 0)
+        x0 = int(min(float(fx), 1.0) * (v["width"] - span_x)) + (abs(dx) * (n - 1) if dx < 0 else 0)
+        return np.stack([frame[y0 + dy * t:y0 + dy * t + r, x0 + dx * t:x0 + dx * t + r]
+                         for t in range(n)])
+
     def load(self, k, item, seed):
         del k
-        f = tf.random.stateless_uniform([2], tf.random.experimental.stateless_fold_in(seed, 3))
+        f = tf.random.stateless_uniform([5], tf.random.experimental.stateless_fold_in(seed, 3))
 
-        def fn(i, fy, fx):
-            return self.read(i, fy, fx)
+        def fn(i, fy, fx, p, ux, uy):
+            pan = None
+            if p < self.pan_fraction:
+                pan = (int(round((2 * ux - 1) * self.pan_max)), int(round((2 * uy - 1) * self.pan_max)))
+            return self.read(i, fy, fx, pan)
 
-        clip = tf.numpy_function(fn, [item, f[0], f[1]], tf.uint8, stateful=False)
+        clip = tf.numpy_function(fn, [item, f[0], f[1], f[2], f[3], f[4]], tf.uint8, stateful=False)
         clip = tf.ensure_shape(clip, [self.frames, self.hr_patch, self.hr_patch, 3])
         return {"hr": tf.image.convert_image_dtype(clip, tf.float32)}

@@ -35,6 +35,8 @@ DEFAULTS = {
         "video_resize": 1.0,     # videos: downscale frames by this factor before cropping
         "exclude": [],           # videos: file names left out (held-out clips), e.g. [a.mkv]
         "frame_step": 1,         # videos: windows of every k-th frame (2: twice the motion)
+        "pan_fraction": 0.0,     # videos: this fraction of the items are camera pans over a frame
+        "pan_max": 24,           #   of up to pan_max HR px/frame on each axis
         "val_clips": 2,
         "val_lr_patch": 32,
     },

@@ -105,7 +105,8 @@ class Task:
         d = self.cfg["data"]
         return dict(frames=int(d["frames"]), scale=self.scale, seed=int(d["seed"]),
                     lr_dir=d["lr_dir"], video_resize=float(d["video_resize"]),
-                    exclude=tuple(d.get("exclude") or ()), frame_step=int(d.get("frame_step") or 1))
+                    exclude=tuple(d.get("exclude") or ()), frame_step=int(d.get("frame_step") or 1),
+                    pan_fraction=float(d.get("pan_fraction") or 0.0), pan_max=int(d.get("pan_max") or 24))
 
     def build_source(self):
         """The training source of ``cfg["data"]``."""
