@@ -153,8 +153,9 @@ def count_flops(model, window, height, width):
 
 
 # ------------------------------------------------------------------------------------ stages
-def stage_times(model, window, height, width, runs):
-    """{stage: (wall s, CPU s)} for one window at full size (reconstruction: one frame)."""
+def stage_times(model, window, height, width, runs, jit=False):
+    """{stage: (wall s, CPU s)} for one window at full size (reconstruction: one frame;
+    ``jit``: XLA-compiled, as the upscaler runs it)."""
     import tensorflow as tf
 
     from zsm_tf.baseline import interleave
@@ -173,7 +174,7 @@ def stage_times(model, window, height, width, runs):
     seq = interleave(pyr[0], tf.reshape(interp(p0, p1), [b, n - 1, h, w, nf]))
     lstm = tf.function(lambda s: model.convlstm(s))
     one = tf.reshape(lstm(seq)[:, :1], [1, h, w, nf])
-    recon = tf.function(lambda f: model.reconstruct(f))
+    recon = tf.function(lambda f: model.reconstruct(f, jit=jit))
     fns = {"features": lambda: feats(x), "interpolation": lambda: interp(p0, p1),
            "convlstm": lambda: lstm(seq), "reconstruction": lambda: recon(one)}
     if model.residual == "motion":
@@ -189,8 +190,12 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=9, help="input frames of the command's clip")
     p.add_argument("--precision", default="auto", help="float32 | bfloat16 | auto (the CLI default)")
     p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--jit", default="auto", choices=("auto", "on", "off"),
+                   help="XLA-compile the reconstruction (auto: as the CLI decides)")
     p.add_argument("--no-command", action="store_true", help="skip the whole-command run")
     args = p.parse_args(argv)
+    import zsm_tf  # noqa: F401  (first: it turns oneDNN on before TensorFlow loads, as the CLI does)
+
     w, h = (int(v) for v in args.size.lower().split("x"))
 
     import tensorflow as tf
@@ -204,13 +209,16 @@ def main(argv=None):
     window = settings.default_window
     precision = prec.resolve(args.precision, settings.bf16_psnr_cost_db)
     model = prec.with_precision(base_model, precision)
+    # the upscaler's XLA-compiled reconstruction
+    jit = prec.resolve_jit({"on": True, "off": False}.get(args.jit, "auto"), precision)
     hp, wp = h + pad_amounts(h, w)[0], w + pad_amounts(h, w)[1]
 
     from tensorflow.python.util import _pywrap_util_port
 
     print(f"machine: {machine()}")
     print(f"TensorFlow {tf.__version__}, oneDNN {'on' if _pywrap_util_port.IsMklEnabled() else 'off'}; "
-          f"model {base_model.count_params():,} parameters, window {window}, {precision}; "
+          f"model {base_model.count_params():,} parameters, window {window}, {precision}"
+          f"{', reconstruction XLA-compiled' if jit else ''}; "
           f"input {w}x{h} -> {4 * w}x{4 * h}")
     mm32, mm32_cpu = matmul_rate(tf.float32, args.runs)
     rates = {"float32": mm32}
@@ -222,7 +230,7 @@ def main(argv=None):
     limit = rates[precision]
 
     flops = count_flops(model, window, hp, wp)
-    times = stage_times(model, window, hp, wp, args.runs)
+    times = stage_times(model, window, hp, wp, args.runs, jit)
     print(f"\n{'stage (one window)':<26}{'GFLOP':>8}{'wall s':>9}{'CPU s':>8}{'GFLOP/s':>9}{'of matmul':>10}")
     for k, (wall, cpu) in times.items():
         g = flops.get(k)

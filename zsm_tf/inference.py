@@ -41,10 +41,11 @@ FLIPS = ((), (3,), (2,), (2, 3))  # axes of [B, N, H, W, C]: none, horizontal, v
 _TRACED = weakref.WeakKeyDictionary()
 
 
-def _make_predict(model) -> Callable[[np.ndarray, int], np.ndarray]:
+def _make_predict(model, jit=False) -> Callable[[np.ndarray, int], np.ndarray]:
     """``predict(x [B, N, H, W, 3], first) -> [B, 2N-1-first, 4H, 4W, 3]`` (numpy): the outputs
     from index ``first`` on. A ZoomingSlowMo does not compute the others (its ``first_output``,
-    passed as a tensor: one trace for every value); any other callable is sliced."""
+    passed as a tensor: one trace for every value); any other callable is sliced. ``jit``: the
+    model's XLA-compiled reconstruction (``jit_reconstruction``), where it takes it."""
     try:
         import keras
         is_keras = isinstance(model, keras.Model)
@@ -53,17 +54,19 @@ def _make_predict(model) -> Callable[[np.ndarray, int], np.ndarray]:
     if is_keras:
         import tensorflow as tf
 
-        fn = _TRACED.get(model)
-        if fn is None:   # one tf.function per model, shared by upscalers (traces are reused)
+        traced = _TRACED.setdefault(model, {})
+        fn = traced.get(bool(jit))
+        if fn is None:   # one tf.function per model and jit, shared by upscalers (traces reused)
             ref = weakref.ref(model)   # no cycle: the cache entry must not keep the model alive
 
             takes_first = _takes_first_output(model)
+            extra = {"jit_reconstruction": True} if jit and _takes_arg(model, "jit_reconstruction") else {}
 
             def forward(x, first):
                 if takes_first:
-                    return ref()(x, training=False, first_output=first)
-                return ref()(x, training=False)[:, first:]
-            fn = _TRACED[model] = tf.function(forward)
+                    return ref()(x, training=False, first_output=first, **extra)
+                return ref()(x, training=False, **extra)[:, first:]
+            fn = traced[bool(jit)] = tf.function(forward)
 
         def predict(x, first=0, _model=model):   # the upscaler keeps its model alive
             return fn(tf.convert_to_tensor(x), tf.constant(first, tf.int32)).numpy()
@@ -76,13 +79,17 @@ def _make_predict(model) -> Callable[[np.ndarray, int], np.ndarray]:
     return predict
 
 
-def _takes_first_output(model) -> bool:
+def _takes_arg(model, name: str) -> bool:
     import inspect
 
     try:
-        return "first_output" in inspect.signature(model.call).parameters
+        return name in inspect.signature(model.call).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _takes_first_output(model) -> bool:
+    return _takes_arg(model, "first_output")
 
 
 def pad_amounts(h: int, w: int, multiple: int = 4) -> Tuple[int, int]:
@@ -201,6 +208,8 @@ class SpaceTimeUpscaler:
       max_memory: bytes for ``tile="auto"`` (default :func:`zsm_tf.memory.default_budget`).
       pipeline: decode ahead and run the model ahead of the consumer, each in a thread, so that
         decoding, the network and encoding overlap (:meth:`stream`).
+      jit: XLA-compile the model's reconstruction: True, False or "auto" (default: in float32,
+        :func:`zsm_tf.precision.resolve_jit`; same outputs to float rounding).
     Raises:
       UpscaleSettingError (a ``ValueError``) for a bad window, tile, overlap or batch.
     """
@@ -208,7 +217,7 @@ class SpaceTimeUpscaler:
     def __init__(self, model, window: Optional[int] = None, tile=AUTO,
                  overlap: Optional[int] = None, self_ensemble: bool = False, batch: int = 1, *,
                  precision: str = AUTO, bf16_cost_db: Optional[float] = None,
-                 max_memory: Optional[float] = None, pipeline: bool = False):
+                 max_memory: Optional[float] = None, pipeline: bool = False, jit=AUTO):
         from zsm_tf import memory
         from zsm_tf import precision as prec
         from zsm_tf.run_dir import settings_of
@@ -220,7 +229,8 @@ class SpaceTimeUpscaler:
             bf16_cost_db = recorded.bf16_psnr_cost_db
         self.precision = prec.resolve(precision, bf16_cost_db)
         self.model = prec.with_precision(model, self.precision)
-        self.predict = _make_predict(self.model)
+        self.jit = prec.resolve_jit(jit, self.precision)
+        self.predict = _make_predict(self.model, self.jit)
         self.window = int(window)
         self.tile = tile[0] if isinstance(tile, tuple) and tile[0] == tile[1] else tile
         self._tile = tile
