@@ -19,7 +19,7 @@ from test_upscale import fake_model, frames_folder
 from test_video_io import make_video
 
 from zsm_tf.commands import upscale
-from zsm_tf.pipeline import job, resume
+from zsm_tf.pipeline import job, loop
 from zsm_tf.pipeline.resume import work_dir_for
 
 
@@ -180,7 +180,7 @@ def test_full_disk_keeps_the_work_and_says_so_simulated(tmp_path, monkeypatch, c
     src = frames_folder(tmp_path / "in", 13, 20, 16)
     out = tmp_path / "out"
     monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
-    monkeypatch.setattr(resume, "write_png", enospc_after(10, resume.write_png))
+    monkeypatch.setattr(loop, "write_png", enospc_after(10, loop.write_png))
     args = ["--window", "3", "--segment-frames", "4"]
     rc, err = run([src, out, *args, "-q"], capsys)
     line = one_error(err)

@@ -129,15 +129,17 @@ def test_pipelined_stream_equals_plain_and_passes_errors():
 
 
 def test_progress_moves_within_the_first_window():
-    class Bar:
+    from zsm_tf.progress import Progress
+
+    class Bar(Progress):   # the one progress interface (zsm_tf.progress)
         def __init__(self):
             self.n, self.events = 0.0, []
 
-        def update(self, k):
+        def advance(self, k=1):
             self.n += k
             self.events.append(("update", k))
 
-        def set_description(self, text):
+        def describe(self, text):
             self.events.append(("desc", text))
 
     frames = [np.full((32, 32, 3), i, np.uint8) for i in range(4)]

@@ -36,6 +36,8 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from zsm_tf.progress import SILENT, Progress
+
 SCALE = 4
 FLIPS = ((), (3,), (2,), (2, 3))  # axes of [B, N, H, W, C]: none, horizontal, vertical, both
 _TRACED = weakref.WeakKeyDictionary()
@@ -280,14 +282,14 @@ class SpaceTimeUpscaler:
                                queued=self.queued_outputs(), batch=self.batch)
 
     # ---------------------------------------------------------------------------------- window
-    def upscale_window(self, frames: np.ndarray, on_call: Optional[Callable[[float], None]] = None,
+    def upscale_window(self, frames: np.ndarray, progress: Optional[Progress] = None,
                        first_output: int = 0) -> np.ndarray:
         """``[n, H, W, 3]`` (uint8, or float in [0, 1]) -> float32 ``[2n-1-first_output, 4H, 4W,
         3]`` in [0, 1]: the window's outputs from index ``first_output`` on (the earlier ones are
         not computed).
 
-        ``on_call(fraction)``: called after each model call with the fraction of the window done
-        by it (for progress bars)."""
+        ``progress`` (:class:`zsm_tf.progress.Progress`): advanced after each model call by its
+        share of the window's outputs, so a bar moves within a window."""
         frames = np.asarray(frames)
         if frames.dtype == np.uint8:
             x = frames.astype(np.float32)
@@ -349,23 +351,23 @@ class SpaceTimeUpscaler:
                     dst += ens * wgt
                 ens = None
             del pred
-            if on_call is not None:
-                on_call(1.0 / calls)
+            if progress is not None:
+                progress.advance((2 * n - 1 - first) / calls)
         out = out[:, :h * SCALE, :w * SCALE]
         if out.flags.writeable:
             return np.clip(out, 0.0, 1.0, out=out)
         return np.clip(out, 0.0, 1.0)
 
     # ------------------------------------------------------------------------------------ clip
-    def stream(self, frames: Iterable[np.ndarray], progress=None) -> Iterator[np.ndarray]:
+    def stream(self, frames: Iterable[np.ndarray], progress: Progress = SILENT) -> Iterator[np.ndarray]:
         """Input frames (uint8 ``[H, W, 3]``) -> the ``2K-1`` output frames (uint8), in order.
 
         Holds at most ``window`` input frames (plus, when pipelined, ``window`` decoded ahead and
         ``2*window-1`` outputs waiting for the consumer). Raises ``ValueError`` for fewer than 2
         frames, :class:`zsm_tf.memory.MemoryBudgetError` if the frames cannot fit the budget.
-        ``progress``: a tqdm-like object (``update(n)``, optionally ``set_description(s)``),
-        advanced in output frames after every model call, so it moves within the first window;
-        its description says when the first call (which traces the model) is running."""
+        ``progress`` (:class:`zsm_tf.progress.Progress`) is advanced in output frames after
+        every model call, so it moves within the first window; it is described while the first
+        call (which traces the model) runs. The windows are :func:`window_schedule`'s."""
         if not self.pipeline:
             yield from self._stream(iter(frames), progress)
             return
@@ -377,30 +379,20 @@ class SpaceTimeUpscaler:
             out.close(timeout=1.0)
             src.close(timeout=10.0)
 
-    def _stream(self, frames: Iterator[np.ndarray], progress) -> Iterator[np.ndarray]:
-        n = self.window
+    def _stream(self, frames: Iterator[np.ndarray], progress: Progress) -> Iterator[np.ndarray]:
         buf: List[np.ndarray] = []
         read = 0
         emitted = 0   # global output index of the next frame to yield
         first = True
 
-        def describe(text):
-            if progress is not None and hasattr(progress, "set_description"):
-                progress.set_description(text)
-
-        def run(start):
-            # outputs 2 start .. 2 start + 2 len(buf) - 2 of this window; those before `emitted`
-            # were given by the window before (the shared frame, or more for the last window,
-            # which is moved back to keep N frames of context): not computed again
+        def run(call):
             nonlocal emitted, first
-            skip = max(emitted - 2 * start, 0)
-            new = 2 * len(buf) - 1 - skip
+            start, skip = call   # buf holds input frames start .. read - 1
             if first:
-                describe("first window (tracing the model)")
-            step = None if progress is None else (lambda frac: progress.update(frac * new))
-            out = self.upscale_window(np.stack(buf), on_call=step, first_output=skip)
+                progress.describe("first window (tracing the model)")
+            out = self.upscale_window(np.stack(buf), progress=progress, first_output=skip)
             if first:
-                describe("upscale")
+                progress.describe("upscale")
                 first = False
             for j in range(out.shape[0]):
                 emitted = 2 * start + skip + j + 1
@@ -410,15 +402,17 @@ class SpaceTimeUpscaler:
             if read == 0:
                 self.plan(*np.shape(f)[:2])   # a job that cannot fit fails before any work
             buf.append(f)
-            if len(buf) > n:
+            if len(buf) > self.window:
                 buf.pop(0)
             read += 1
-            if read >= n and (read - 1) % (n - 1) == 0:
-                yield from run(read - n)
+            call = _due_call(read, self.window, emitted, ended=False)
+            if call is not None:
+                yield from run(call)
         if read < 2:
             raise ValueError(f"need at least 2 frames, got {read}")
-        if emitted < 2 * read - 1:
-            yield from run(read - len(buf))
+        call = _due_call(read, self.window, emitted, ended=True)
+        if call is not None:
+            yield from run(call)
 
 
 class _Background:
@@ -483,21 +477,40 @@ class _Background:
         self._thread.join(timeout)
 
 
+def _due_call(read: int, window: int, emitted: int, ended: bool) -> Optional[Tuple[int, int]]:
+    """The window rule, the one place it is written: after ``read`` input frames (``ended``: no
+    more come), with the outputs before ``emitted`` given, the model call due now as
+    ``(start, first_output)``, or None. Windows start at ``0, N-1, 2(N-1)...`` and overlap by
+    one frame; at the end a last window is moved back to end on the last frame (full ``N``
+    frames of context, same shape). A window computes only the outputs not yet given (the
+    frame it shares with the window before, more for the moved-back one). Every call ends on the
+    last frame read, so afterwards ``emitted`` is ``2 read - 1``."""
+    if not ended:
+        if read < window or (read - 1) % (window - 1):
+            return None
+        start = read - window
+    elif emitted < 2 * read - 1:
+        start = max(read - window, 0)
+    else:
+        return None
+    return start, max(emitted - 2 * start, 0)
+
+
 def window_schedule(num_frames: int, window: int) -> List[Tuple[int, int]]:
     """The model calls :meth:`SpaceTimeUpscaler.stream` makes for a clip of ``num_frames`` input
     frames: ``(start, first_output)`` per window, in order (window ``i`` covers input frames
     ``start .. start + window - 1``, clipped to the clip, and computes its outputs from
-    ``first_output`` on). Together they compute each of the ``2 num_frames - 1`` outputs once."""
+    ``first_output`` on: outputs ``2 start + first_output`` up to the next window's first).
+    Together they compute each of the ``2 num_frames - 1`` outputs once."""
     if num_frames < 2:
         raise ValueError(f"need at least 2 frames, got {num_frames}")
     calls, emitted = [], 0
-    for read in range(window, num_frames + 1, window - 1):
-        start = read - window
-        calls.append((start, max(emitted - 2 * start, 0)))
-        emitted = 2 * read - 1
-    if emitted < 2 * num_frames - 1:
-        start = max(num_frames - window, 0)
-        calls.append((start, max(emitted - 2 * start, 0)))
+    for read in [*range(1, num_frames + 1), None]:   # None: the end of the clip
+        call = (_due_call(num_frames, window, emitted, ended=True) if read is None
+                else _due_call(read, window, emitted, ended=False))
+        if call is not None:
+            calls.append(call)
+            emitted = 2 * (read or num_frames) - 1
     return calls
 
 

@@ -160,9 +160,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="average the outputs of the 4 flips (4x slower, slightly better)")
 
 
-# the upscaler's argument -> the option that sets it
+# a library setting (the upscaler's and the video job's arguments) -> the option that sets it
 SETTING_FLAGS = {"window": "--window", "tile": "--tile", "overlap": "--tile-overlap",
-                 "batch": "--batch"}
+                 "batch": "--batch", "tiles": "--tile/--max-memory", "self_ensemble": "--self-ensemble",
+                 "precision": "--precision", "fps": "--fps", "fps_mode": "--fps-mode", "crf": "--crf",
+                 "segment_frames": "--segment-frames", "segment_seconds": "--segment-seconds",
+                 "overwrite": "--overwrite", "strict": "--strict", "resume": "--no-resume"}
 
 
 def check_model_args(args) -> None:
@@ -215,10 +218,12 @@ def build_upscaler(args, model, pipeline=False):
 
 @contextlib.contextmanager
 def options_named():
-    """Inside: the upscaler's typed errors (a bad setting, a budget that cannot fit) come out as
-    ``ValueError`` naming the options that set them."""
+    """Inside: the library's typed errors (a bad upscaler setting, a budget that cannot fit, a
+    video job's :class:`~zsm_tf.pipeline.job.JobSettingError`) come out as ``ValueError`` /
+    ``MediaError`` naming the options that set them, and so does a resume hint."""
     from zsm_tf.inference import UpscaleSettingError
     from zsm_tf.memory import MemoryBudgetError
+    from zsm_tf.pipeline.job import JobSettingError
 
     try:
         yield
@@ -226,6 +231,19 @@ def options_named():
         raise ValueError(f"{SETTING_FLAGS[e.name]} {e.problem}") from None
     except MemoryBudgetError as e:
         raise ValueError(e.advice("--max-memory", "--window")) from None
+    except JobSettingError as e:
+        said = MediaError(e.said.said_with(SETTING_FLAGS))
+        if getattr(e, "resume_hint", None):
+            said.resume_hint = _named(e.resume_hint)
+        raise said from None
+    except BaseException as e:
+        if getattr(e, "resume_hint", None):
+            e.resume_hint = _named(e.resume_hint)
+        raise
+
+
+def _named(text) -> str:
+    return text.said_with(SETTING_FLAGS) if hasattr(text, "said_with") else text
 
 
 def quiet_tf() -> None:

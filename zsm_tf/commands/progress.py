@@ -1,11 +1,16 @@
-"""A sign of life for commands with long silent phases (TensorFlow start-up, building and tracing
-the model: minutes on a CPU): :func:`heartbeat`."""
+"""What the user sees of long work: :class:`BarProgress`, the commands' rendering of the library's
+one progress interface (:class:`zsm_tf.progress.Progress`: bars with frames/s and ETA, notes),
+and :func:`heartbeat`, a sign of life for commands with long silent phases (TensorFlow start-up,
+building and tracing the model: minutes on a CPU)."""
 from __future__ import annotations
 
 import contextlib
 import sys
 import threading
 import time
+from typing import Mapping, Optional
+
+from zsm_tf.progress import Progress
 
 
 class _Watched:
@@ -50,3 +55,44 @@ def heartbeat(prog: str, what: str = "working", every: float = 30.0):
         stop.set()
         t.join(2.0)
         sys.stdout, sys.stderr = out, err
+
+
+class BarProgress(Progress):
+    """A :class:`~zsm_tf.progress.Progress` on stderr: a tqdm bar per task (rate and ETA), notes as
+    ``PROG: note: ...`` lines (a note that names settings, :class:`zsm_tf.pipeline.job.Said`, is
+    said with ``names``: the options); ``quiet``: neither."""
+
+    def __init__(self, prog: str, quiet: bool = False, names: Optional[Mapping[str, str]] = None):
+        self.prog, self.quiet, self.names = prog, quiet, dict(names or {})
+        self._bar = None
+
+    def start(self, total, unit="frame", desc="", done=0, keep=True):
+        self.close()
+        if not self.quiet:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=done, unit=unit, desc=desc, leave=keep,
+                             dynamic_ncols=True, file=sys.stderr)
+
+    def advance(self, n=1):
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def describe(self, text):
+        if self._bar is not None:
+            self._bar.set_description(text)
+
+    def note(self, msg):
+        if self.quiet:
+            return
+        text = msg.said_with(self.names) if hasattr(msg, "said_with") else str(msg)
+        if self._bar is not None:
+            self._bar.clear()
+        print(f"{self.prog}: note: {text}", file=sys.stderr)
+        if self._bar is not None:
+            self._bar.refresh()
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

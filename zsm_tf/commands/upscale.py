@@ -30,6 +30,7 @@ import sys
 from fractions import Fraction
 
 from zsm_tf.commands.common import (
+    SETTING_FLAGS,
     add_debug_arg,
     add_model_args,
     build_upscaler,
@@ -40,11 +41,10 @@ from zsm_tf.commands.common import (
     run_command,
     weights_path,
 )
+from zsm_tf.commands.progress import BarProgress
 from zsm_tf.loading import load_model
 
 PROG = "zsm-tf upscale"
-# options that do not change the output (they may differ between a run and its resumption)
-NOT_JOB_FLAGS = {"input", "output", "quiet", "overwrite", "no_resume", "strict", "debug", "segment_seconds"}
 
 
 def build_parser():
@@ -87,22 +87,17 @@ def run(args) -> int:
     if not args.segment_seconds >= 0:
         raise ValueError(f"--segment-seconds must be 0 (off) or positive, got {args.segment_seconds:g}")
     weights = check_weights(args)   # every flag and path before the scan and the model
-
-    def note(msg):
-        if not args.quiet:
-            print(f"{PROG}: note: {msg}", file=sys.stderr)
-
-    with VideoJob(args.input, args.output, fps=args.fps, fps_mode=args.fps_mode, crf=args.crf,
-                  overwrite=args.overwrite, strict=args.strict, resume=not args.no_resume,
-                  segment_frames=args.segment_frames, segment_seconds=args.segment_seconds or None,
-                  progress=not args.quiet, note=note) as job:
-        note("loading the model (the first run also compiles the deformable-convolution op)")
-        quiet_tf()
-        model = load_model(weights, config=args.config)
-        upscaler = build_upscaler(args, model, pipeline=True)
-        flags = {k: v for k, v in vars(args).items() if k not in NOT_JOB_FLAGS and not k.startswith("_")}
-        with options_named():   # a budget that cannot fit: said with --max-memory / --window
-            res = job.run(upscaler, flags=flags, model=model, weights_path=weights)
+    progress = BarProgress(PROG, quiet=args.quiet, names=SETTING_FLAGS)
+    with options_named():   # the library's errors and notes said with the options' names
+        with VideoJob(args.input, args.output, fps=args.fps, fps_mode=args.fps_mode, crf=args.crf,
+                      overwrite=args.overwrite, strict=args.strict, resume=not args.no_resume,
+                      segment_frames=args.segment_frames, segment_seconds=args.segment_seconds or None,
+                      progress=progress) as job:
+            progress.note("loading the model (the first run also compiles the deformable-convolution op)")
+            quiet_tf()
+            model = load_model(weights, config=args.config)
+            upscaler = build_upscaler(args, model, pipeline=True)
+            res = job.run(upscaler, model=model, weights_path=weights)
     if not args.quiet:
         what = "video" if res.video else "PNG frames"
         rate = f"{float(res.rate):.3f} fps" + ("" if res.cfr else " nominal, variable")

@@ -1,28 +1,76 @@
-"""The parts of a video job (:mod:`zsm_tf.pipeline.video`) around the model: what the input holds, where the output
-goes, and how a run is made resumable (:mod:`zsm_tf.pipeline.resume`).
+"""The parts of a video job (:mod:`zsm_tf.pipeline.video`) around the model: what the input holds,
+where the output goes, what identifies the job, and how its messages name its settings.
 
 * :func:`inspect_input` decodes a video once, before any work: exact frame count, timestamps,
   rotation, colour tags, and where the stream is damaged (see :meth:`VideoSource.scan`).
 * :func:`check_overwrite`: an existing output file, or a non-empty output folder, is refused
-  unless ``--overwrite`` (a folder is then replaced whole, never mixed).
-* :func:`job_record`: what a rerun must match to resume (input identity, weights, flags...).
+  unless ``overwrite`` (a folder is then replaced whole, never mixed).
+* :class:`JobIdentity`: what a rerun must match to resume (input, weights, settings...), the
+  one place it is said.
+* :class:`Said`, :class:`JobSettingError`: messages that name the job's settings in the
+  library's words; the commands say them with their options.
 * :func:`sigterm_as_interrupt`: SIGTERM (``timeout``, docker, systemd) is handled like Ctrl-C.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import signal
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Mapping, Optional, Sequence
 
 from zsm_tf import interrupts
 from zsm_tf import io as vio
 from zsm_tf.interrupts import Terminated  # noqa: F401 - re-exported
-from zsm_tf.pipeline.resume import MANIFEST_VERSION, input_identity, sha256_file
+from zsm_tf.progress import SILENT, Progress
+
+IDENTITY_VERSION = 2
+HEAD_BYTES = 8 << 20
+
+
+# ------------------------------------------------------------------------------ settings named
+
+
+class Said(str):
+    """A message that names settings of a video job (:class:`~zsm_tf.pipeline.video.VideoJob`'s
+    and the upscaler's arguments): as a ``str``, in the library's words (``overwrite=True``);
+    :meth:`said_with` says it with other names (the commands: their options).
+
+    ``template``'s field ``{setting}`` is the first of ``settings``, ``{settings}`` all of them,
+    comma-separated; its other fields are ``values`` (inserted as they are)."""
+
+    WORDS = {"overwrite": "overwrite=True", "strict": "strict=True", "resume": "resume=False"}
+
+    def __new__(cls, template: str, settings: Sequence[str] = (), **values):
+        self = super().__new__(cls, _render(template, settings, values, cls.WORDS))
+        self.template, self.settings, self.values = template, tuple(settings), values
+        return self
+
+    def said_with(self, names: Mapping[str, str]) -> str:
+        """The message with each setting called ``names[setting]`` (the library's word for
+        those it does not hold)."""
+        return _render(self.template, self.settings, self.values, {**self.WORDS, **names})
+
+
+def _render(template, settings, values, names) -> str:
+    said = [names.get(s, s) for s in settings]
+    return template.format(setting=said[0] if said else "", settings=", ".join(said), **values)
+
+
+class JobSettingError(vio.MediaError, ValueError):
+    """A problem of a video job that one of its settings answers: ``setting`` names it (an
+    argument of :class:`~zsm_tf.pipeline.video.VideoJob`: ``fps``, ``crf``, ``segment_frames``,
+    ``overwrite``, ``strict``, ``resume``), ``said`` is the message (:class:`Said`), ``str(e)``
+    its library words."""
+
+    def __init__(self, template: str, setting: str, **values):
+        self.setting = setting
+        self.said = Said(template, (setting,), **values)
+        super().__init__(str(self.said))
 
 
 @contextlib.contextmanager
@@ -54,21 +102,14 @@ class InputFacts:
     alpha: bool = False              # the frames have an alpha channel (dropped)
 
 
-def inspect_input(src, progress: bool = False) -> InputFacts:
+def inspect_input(src, progress: Progress = SILENT) -> InputFacts:
     """Decodes the input's frames once before any work (a video or an image folder alike): the
     exact count, timestamps, and where the input is damaged, if anywhere."""
-    info = src.info
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=info.num_frames, unit="frame", desc="scan", file=sys.stderr,
-                   dynamic_ncols=True, leave=False)
+    progress.start(src.info.num_frames, "frame", "scan", keep=False)
     try:
-        scan = src.scan(progress=(lambda n: bar.update(n - bar.n)) if bar else None)
+        scan = src.scan(progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     return InputFacts(num_frames=scan.count, pts=scan.pts, time_base=scan.time_base,
                       rotation=scan.rotation, colour=scan.colour, damage=scan.error, alpha=scan.alpha)
 
@@ -79,39 +120,112 @@ def output_path(output) -> Path:
 
 def check_overwrite(output, overwrite: bool) -> None:
     """Refuses to replace an existing output file or a non-empty output folder without
-    ``--overwrite`` (PNG frames are never mixed with what a folder already holds)."""
+    ``overwrite`` (PNG frames are never mixed with what a folder already holds):
+    :class:`JobSettingError`."""
     p = output_path(output)
     if vio.is_video_path(output):
         if p.exists() and not overwrite:
-            raise vio.MediaError(f"{output}: already exists; pass --overwrite to replace it")
+            raise JobSettingError("{output}: already exists; pass {setting} to replace it",
+                                  "overwrite", output=output)
     elif p.is_dir():
         n = sum(1 for _ in p.iterdir())
         if n and not overwrite:
-            raise vio.MediaError(f"{output}: folder is not empty ({n} entries); pass --overwrite to "
-                                 f"replace it whole, or name a new folder")
+            raise JobSettingError("{output}: folder is not empty ({n} entries); pass {setting} to "
+                                  "replace it whole, or name a new folder", "overwrite", output=output, n=n)
+
+
+# ------------------------------------------------------------------------------------ identity
+
+
+def sha256_file(path, limit: Optional[int] = None) -> str:
+    h = hashlib.sha256()
+    left = limit
+    with open(path, "rb") as f:
+        while left is None or left > 0:
+            chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            if left is not None:
+                left -= len(chunk)
+    return h.hexdigest()
+
+
+def input_identity(path) -> dict:
+    """A file: size, mtime and the SHA-256 of its first 8 MiB; a folder: a hash of its listing
+    (names, sizes, mtimes of the files in it)."""
+    p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha256()
+        n = 0
+        for f in sorted(p.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                n += 1
+        return {"folder": str(p.resolve()), "files": n, "listing_sha256": h.hexdigest()}
+    st = p.stat()
+    return {"file": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "head_sha256": sha256_file(p, HEAD_BYTES)}
 
 
 def weights_identity(weights_path) -> Optional[dict]:
-    if weights_path is None or not Path(weights_path).is_file():
+    """A weights file: its SHA-256; a folder (a training run): its path; None: no path."""
+    if weights_path is None:
         return None
     p = Path(weights_path)
+    if not p.is_file():
+        return {"path": str(p.resolve())}
     return {"file": str(p.resolve()), "sha256": sha256_file(p)}
 
 
-def job_record(input, output, flags: dict, num_frames: int, window: int, segment_frames: int,
-               model=None, weights_path=None) -> dict:
-    """What a rerun must match to resume: input, weights, model, ``flags`` (the options that
-    change the output), frames, window."""
-    config = None
-    if hasattr(model, "get_config"):
-        try:
-            config = model.get_config()
-        except Exception:
-            config = None
-    flags = {k: (None if v is None else str(v)) for k, v in sorted(flags.items())}
-    from zsm_tf import __version__
+def upscaler_settings(upscaler, height: int, width: int) -> dict:
+    """The settings of a :class:`~zsm_tf.inference.SpaceTimeUpscaler` that change its output
+    frames for ``height x width`` input: window, tiles (as planned: the memory budget counts
+    only through them), overlap (tiled), self-ensemble, batch, precision."""
+    tiles = upscaler.plan(height, width)
+    return {"window": upscaler.window, "tiles": tiles, "overlap": upscaler.overlap if tiles else None,
+            "self_ensemble": len(upscaler.flips) > 1, "batch": upscaler.batch,
+            "precision": upscaler.precision}
 
-    return {"version": MANIFEST_VERSION, "zsm_tf": __version__, "input": input_identity(input),
-            "weights": weights_identity(weights_path), "model": config, "flags": flags,
-            "frames": num_frames, "window": window, "segment_frames": segment_frames,
-            "output": "video" if vio.is_video_path(output) else "png"}
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """What decides whether an earlier unfinished run of an output can be resumed, the one place
+    it is said: the input (a file's size, mtime and head hash; a folder's listing), the weights
+    (hash), the model's config, the output's kind, the frame count and ``settings``, every
+    setting that changes the output (the job's and :func:`upscaler_settings`). Settings of speed
+    (``segment_seconds``, pipelining) or of what to do with an earlier run (``overwrite``,
+    ``resume``, ``strict``) are not in it. ``record``: JSON, as the manifest keeps it."""
+    record: dict
+
+    @classmethod
+    def of(cls, input, output, num_frames: int, settings: Mapping, model=None,
+           weights_path=None) -> "JobIdentity":
+        config = None
+        if hasattr(model, "get_config"):
+            try:
+                config = model.get_config()
+            except Exception:
+                config = None
+        from zsm_tf import __version__
+
+        record = {"version": IDENTITY_VERSION, "zsm_tf": __version__, "input": input_identity(input),
+                  "weights": weights_identity(weights_path), "model": config, "frames": num_frames,
+                  "output": "video" if vio.is_video_path(output) else "png",
+                  "settings": {k: settings[k] for k in sorted(settings)}}
+        return cls(json.loads(json.dumps(record, default=str)))
+
+    def differences(self, old: dict) -> List[str]:
+        """What differs from an earlier job's ``record``: the settings by their names, the
+        rest by its key (``input``, ``weights``, ``model``, ``frames``...)."""
+        out = []
+        for k in sorted(set(old) | set(self.record)):
+            mine, theirs = self.record.get(k), old.get(k)
+            if mine == theirs:
+                continue
+            if k == "settings" and isinstance(mine, dict) and isinstance(theirs, dict):
+                out += [s for s in sorted(set(mine) | set(theirs)) if mine.get(s) != theirs.get(s)]
+            else:
+                out.append(k)
+        return out

@@ -1,5 +1,7 @@
-"""Resumable output: an upscale that is killed (Ctrl-C, SIGTERM, kill -9, a crash, a power cut)
-continues where it stopped when the same command is run again.
+"""Resuming: an upscale that is killed (Ctrl-C, SIGTERM, kill -9, a crash, a power cut)
+continues where it stopped when the same job is run again. This module keeps the work folder;
+the loop that fills it is :mod:`zsm_tf.pipeline.loop`, what identifies a job
+:class:`zsm_tf.pipeline.job.JobIdentity`.
 
 The output is produced in **segments** of consecutive output frames (:mod:`zsm_tf.io.segments`) in a
 work folder beside the output, named after it so a rerun finds it: ``.OUT.zsm-work/`` holds the
@@ -9,97 +11,37 @@ atomically) before the next starts; a rerun keeps the committed segments, drops 
 and upscales from the first missing one. At the end the segments are joined by stream copy (or
 the frames folder renamed) into OUT and the work folder is removed.
 
-The manifest records the job: the input's identity (size, mtime and a hash of its first MiBs, or
-of a folder's listing), the weights' hash, the model config, every flag that can change the
-output, the frame count and the model window. A rerun whose job differs starts afresh (with a
-note saying what changed), as does ``--no-resume``.
+The manifest records the job's identity (:class:`~zsm_tf.pipeline.job.JobIdentity`). A rerun
+whose identity differs starts afresh (with a note saying what changed), as does ``resume=False``.
 
-**Same frames as an uninterrupted run.** The upscaler works on windows of ``N`` input frames
-starting at ``0, N-1, 2(N-1)...`` (:class:`zsm_tf.inference.SpaceTimeUpscaler`), each computed
-from its own frames only; a segment always starts just after a window boundary (output
-``2s+1`` for window start ``s``), so resuming feeds the input from ``s`` and every window sees the
-same frames as in one run. When fewer than ``N`` frames remain after ``s``, the feed starts at
-``K-N`` instead: that is the upscaler's own last window (it moves the last window back to end on
-the last frame), so it gives the same frames too.
+**Same frames as an uninterrupted run.** Segments are whole model windows of
+:func:`zsm_tf.inference.window_schedule` (the one window rule), each computed from its own frames
+only: a segment starts where a window's new outputs start, and resuming feeds the input from that
+window's first frame, so every window sees the same frames as in one run (the moved-back last
+window included: fed alone, it is the whole clip of ``N`` frames, the same window).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from zsm_tf.io import MediaError
-from zsm_tf.io.images import write_png
 from zsm_tf.io.segments import fsync_dir, join_segments
+from zsm_tf.pipeline.job import Said
 
 WORK_SUFFIX = ".zsm-work"
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2   # 2: the job is a JobIdentity record
 DEFAULT_SEGMENT_FRAMES = 48
 DEFAULT_SEGMENT_SECONDS = 120.0   # a slow job also commits at the first window after this
-HEAD_BYTES = 8 << 20
 
 
 class JobLockedError(MediaError):
     """Another process is writing the same output."""
-
-
-# ------------------------------------------------------------------------------------ identity
-
-
-def sha256_file(path, limit: Optional[int] = None) -> str:
-    h = hashlib.sha256()
-    left = limit
-    with open(path, "rb") as f:
-        while left is None or left > 0:
-            chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            if left is not None:
-                left -= len(chunk)
-    return h.hexdigest()
-
-
-def input_identity(path) -> dict:
-    """A file: size, mtime and the SHA-256 of its first 8 MiB; a folder: a hash of its listing
-    (names, sizes, mtimes of the files in it)."""
-    p = Path(path)
-    if p.is_dir():
-        h = hashlib.sha256()
-        n = 0
-        for f in sorted(p.iterdir()):
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-                n += 1
-        return {"folder": str(p.resolve()), "files": n, "listing_sha256": h.hexdigest()}
-    st = p.stat()
-    return {"file": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "head_sha256": sha256_file(p, HEAD_BYTES)}
-
-
-def _normal(obj):
-    return json.loads(json.dumps(obj, default=str))
-
-
-def job_differences(old: dict, new: dict) -> List[str]:
-    """Human names of what differs between two job records."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        if old.get(k) == new.get(k):
-            continue
-        if k == "flags" and isinstance(old.get(k), dict) and isinstance(new.get(k), dict):
-            out += [f"--{f.replace('_', '-')}" for f in sorted(set(old[k]) | set(new[k]))
-                    if old[k].get(f) != new[k].get(f)]
-        else:
-            out.append(k)
-    return out
 
 
 # ---------------------------------------------------------------------------------------- plan
@@ -116,21 +58,16 @@ class Segment:
 
 
 def plan_segments(num_inputs: int, window: int, segment_frames: int = DEFAULT_SEGMENT_FRAMES) -> List[Segment]:
-    """Segments of about ``segment_frames`` output frames, each starting on a window boundary."""
-    total = 2 * num_inputs - 1
-    step = window - 1
-    per = max(1, -(-segment_frames // (2 * step)))      # whole windows per segment
-    bounds, j = [0], 1
-    while 2 * j * per * step + 1 < total:
-        bounds.append(2 * j * per * step + 1)
-        j += 1
-    bounds.append(total)
-    segs = []
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        s = (a - 1) // 2 if a else 0                     # input frame the segment's window starts at
-        feed = s if num_inputs - s >= window or a == 0 else max(0, num_inputs - window)
-        segs.append(Segment(i, a, b, feed))
-    return segs
+    """Segments of whole model windows (:func:`zsm_tf.inference.window_schedule`), about
+    ``segment_frames`` output frames each: a segment is fed from its first window's start."""
+    from zsm_tf.inference import window_schedule
+
+    calls = window_schedule(num_inputs, window)
+    begins = [2 * start + first for start, first in calls]   # each window's first new output
+    ends = begins[1:] + [2 * num_inputs - 1]
+    per = max(1, -(-segment_frames // (2 * (window - 1))))   # whole windows per segment
+    return [Segment(i // per, begins[i], ends[min(i + per, len(calls)) - 1], calls[i][0])
+            for i in range(0, len(calls), per)]
 
 
 # ------------------------------------------------------------------------------------ work dir
@@ -167,17 +104,19 @@ class ResumableOutput:
 
     Args:
       output: the final output path (a video file, or a folder for PNG frames).
-      job: the job record (JSON-able): a rerun resumes only when it is equal.
+      identity: the job's :class:`~zsm_tf.pipeline.job.JobIdentity`: a rerun resumes only when
+        its record is equal.
       video: True for a video file (segments), False for a PNG folder.
-      resume: False (``--no-resume``) discards any earlier progress.
-      note: callable(str) for notes to the user.
+      resume: False discards any earlier progress.
+      note: callable(str) for notes to the user (:meth:`zsm_tf.progress.Progress.note`).
     """
 
-    def __init__(self, output, job: dict, video: bool, resume: bool = True,
+    def __init__(self, output, identity, video: bool, resume: bool = True,
                  note: Callable[[str], None] = lambda s: None):
         self.output = Path(str(output).rstrip("/" + os.sep) or str(output))
         self.path = work_dir_for(output)
-        self.job = _normal(job)
+        self.identity = identity
+        self.job = identity.record
         self.video = video
         self.note = note
         self.done: List[dict] = []
@@ -209,10 +148,12 @@ class ResumableOutput:
             if self.done:
                 self.note(f"resuming: {self.done[-1]['end']} output frames already done in {self.path}")
         elif old is not None and not resume:
-            self.note(f"--no-resume: discarding the earlier unfinished run in {self.path}")
+            self.note(Said("{setting}: discarding the earlier unfinished run in {path}", ["resume"],
+                           path=self.path))
         elif old is not None:
-            what = ", ".join(job_differences(old.get("job") or {}, self.job)) or "format"
-            self.note(f"an earlier unfinished run of this output differs ({what}): starting afresh")
+            what = self.identity.differences(old.get("job") or {}) or ["format"]
+            self.note(Said("an earlier unfinished run of this output differs ({settings}): starting "
+                           "afresh", what))
         elif existed and any(p.name != "lock" for p in self.path.iterdir()):
             self.note(f"{self.path} has no readable manifest: starting afresh")
         self._clean()
@@ -363,83 +304,3 @@ def frame_index(name: str) -> Optional[int]:
     if name.startswith("frame_") and name.endswith(".png") and name[6:-4].isdigit():
         return int(name[6:-4])
     return None
-
-
-# ------------------------------------------------------------------------------------------ run
-
-
-class _StatusOnly:
-    """What :meth:`SpaceTimeUpscaler.stream` takes as ``progress``, passing on only its status
-    text (the bar itself counts written frames, so that resumed frames are not counted twice)."""
-
-    def __init__(self, status):
-        self._status = status
-
-    def update(self, n):
-        pass
-
-    def set_description(self, text):
-        if self._status is not None:
-            self._status(text)
-
-
-def produce(work: ResumableOutput, plan: List[Segment], upscaler, source, num_inputs: int,
-            timing=None, make_encoder=None, on_frame: Callable[[], None] = lambda: None,
-            status: Optional[Callable[[str], None]] = None, units: Optional[List[Segment]] = None,
-            commit_s: Optional[float] = None, clock: Callable[[], float] = time.monotonic,
-            on_commit: Callable[[], None] = lambda: None) -> None:
-    """Upscales the output frames that ``work`` has not committed yet, committing segments.
-
-    A segment is committed at each end of a segment of ``plan`` (about ``segment_frames``
-    outputs) and also, once ``commit_s`` seconds have passed since it started, at the next end
-    of one of ``units`` (one model window each: ``plan_segments(K, N, 1)``), so that a slow job
-    loses at most a few minutes. ``source.frames(start, stop)`` gives input frames;
-    ``upscaler.stream(frames)`` the outputs; ``timing.pts(g)`` output ``g``'s timestamp;
-    ``make_encoder(seg)`` a :class:`SegmentEncoder` for a video segment (None: PNG frames).
-    ``on_frame()`` is called after each output frame written, ``on_commit()`` after each
-    commit, ``status(text)`` when the upscaler says what it is doing (e.g. tracing the model)."""
-    units = units or plan
-    total = plan[-1].end
-    done = work.done_frames
-    if done >= total:
-        return
-    k = next((i for i, u in enumerate(units) if u.start == done), None)
-    if k is None:
-        raise MediaError(f"{work.path}: its committed segments do not end on a model window; "
-                         f"rerun with --no-resume")
-    bounds = {s.end for s in plan}
-    unit_ends = {u.end for u in units}
-
-    def segment(index, start):
-        return Segment(index, start, min((b for b in bounds if b > start), default=total), units[k].feed)
-
-    frames = source.frames(units[k].feed, num_inputs)
-    g = 2 * units[k].feed
-    seg = segment(len(work.done), done)
-    t0 = clock()
-    enc = make_encoder(seg) if work.video else None
-    try:
-        for out in upscaler.stream(frames, progress=_StatusOnly(status)):
-            if g < seg.start:
-                g += 1
-                continue
-            if enc is not None:
-                enc.write(out, timing.pts(g) - timing.pts(seg.start))
-            else:
-                write_png(work.frame_path(g), out)
-            g += 1
-            on_frame()
-            if g in bounds or (g in unit_ends and commit_s is not None and clock() - t0 >= commit_s):
-                work.commit(replace(seg, end=g), enc.finish() if enc is not None else None)
-                enc = None
-                on_commit()
-                if g >= total:
-                    break
-                seg, t0 = segment(seg.index + 1, g), clock()
-                enc = make_encoder(seg) if work.video else None
-    finally:
-        if enc is not None:
-            enc.abort()
-    if g < total:
-        raise MediaError(f"{source.info.path}: the input gave fewer frames than it did when scanned "
-                         f"(output stopped at frame {g} of {total})")

@@ -1,38 +1,43 @@
 """One video upscale, start to finish: the library behind ``zsm-tf upscale``.
 
     with VideoJob(input, output, fps_mode="double") as job:   # checks and scans the input
-        upscaler = SpaceTimeUpscaler(load_model(...))           # only then the model
-        result = job.run(upscaler, flags={...})                 # resumable, atomic output
+        model = load_model(weights)                              # only then the model
+        result = job.run(SpaceTimeUpscaler(model), model, weights)   # resumable, atomic output
 
 :class:`VideoJob` opens the input (a video or an image folder), refuses an output it cannot or
 must not write, decodes the input once (frame count, timestamps, rotation, colour, damage) and
 decides the output's timing and audio before any model work; :meth:`VideoJob.run` upscales in
-committed segments (:mod:`zsm_tf.pipeline.resume`) and publishes the output whole. Frames flow
-one way: source -> :class:`~zsm_tf.inference.SpaceTimeUpscaler` -> segment encoder -> output.
-Problems the user can fix raise :class:`~zsm_tf.io.MediaError`; notes for the user go to ``note``.
+committed segments (the loop: :mod:`zsm_tf.pipeline.loop`; resuming:
+:mod:`zsm_tf.pipeline.resume`; what identifies the job: :class:`~zsm_tf.pipeline.job.JobIdentity`)
+and publishes the output whole. Frames flow one way: source ->
+:class:`~zsm_tf.inference.SpaceTimeUpscaler` -> segment encoder -> output. Problems the user can
+fix raise :class:`~zsm_tf.io.MediaError` (:class:`~zsm_tf.pipeline.job.JobSettingError` when one
+of the job's settings answers it); bars and notes go to ``progress``
+(:class:`zsm_tf.progress.Progress`).
 """
 from __future__ import annotations
 
 import errno
 import shutil
-import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from zsm_tf import interrupts
 from zsm_tf import io as vio
 from zsm_tf.pipeline import job
+from zsm_tf.pipeline.job import JobIdentity, JobSettingError, Said
+from zsm_tf.pipeline.loop import produce
 from zsm_tf.pipeline.resume import (
     DEFAULT_SEGMENT_FRAMES,
     DEFAULT_SEGMENT_SECONDS,
     ResumableOutput,
     check_unlocked,
     plan_segments,
-    produce,
 )
 from zsm_tf.pipeline.timing import output_timing
+from zsm_tf.progress import SILENT, Progress
 
 
 @dataclass
@@ -81,26 +86,29 @@ class VideoJob:
       resume: continue an interrupted run of the same job (False: start afresh).
       segment_frames: commit progress about every N output frames.
       segment_seconds: and at the first model window after S seconds (None: by frames only).
-      progress: show progress bars on stderr.
-      note: callable(str) for notes to the user.
+      progress: a :class:`zsm_tf.progress.Progress` for the scan's and the upscale's progress
+        and the notes to the user (default: silent).
+    Raises:
+      JobSettingError (a ``MediaError`` and ``ValueError``) naming the setting that answers it;
+      MediaError for what the input or output cannot do.
     """
 
     def __init__(self, input, output, fps=None, fps_mode="double", crf=18, overwrite=False,
                  strict=False, resume=True, segment_frames=DEFAULT_SEGMENT_FRAMES,
-                 segment_seconds=DEFAULT_SEGMENT_SECONDS, progress=True,
-                 note: Callable[[str], None] = lambda msg: None):
+                 segment_seconds=DEFAULT_SEGMENT_SECONDS, progress: Progress = SILENT):
         if fps is not None and fps <= 0:
-            raise ValueError(f"--fps must be positive, got {fps}")
+            raise JobSettingError("{setting} must be positive, got {fps}", "fps", fps=fps)
         if segment_frames < 1:
-            raise ValueError(f"--segment-frames must be at least 1, got {segment_frames}")
+            raise JobSettingError("{setting} must be at least 1, got {n}", "segment_frames", n=segment_frames)
         if vio.is_video_path(output):
             top = 63 if vio.container_of(output) == "webm" else 51   # VP9 / x264 CRF scales
             if not 0 <= crf <= top:
-                raise ValueError(f"--crf must be in 0..{top} for {Path(str(output)).suffix} output "
-                                 f"(lower is better; default 18), got {crf}")
+                raise JobSettingError("{setting} must be in 0..{top} for {ext} output (lower is better; "
+                                      "default 18), got {crf}", "crf", top=top,
+                                      ext=Path(str(output)).suffix, crf=crf)
         self.input, self.output = input, output
-        self.fps_mode, self.crf, self.resume = fps_mode, crf, resume
-        self.segment_frames, self.progress, self.note = segment_frames, progress, note
+        self.fps, self.fps_mode, self.crf, self.resume = fps, fps_mode, crf, resume
+        self.segment_frames, self.progress, self.note = segment_frames, progress, progress.note
         self.segment_seconds = segment_seconds
         self._space_checked = False
         self.src = vio.open_source(input, fps=fps)
@@ -115,14 +123,14 @@ class VideoJob:
         vio.check_output_path(self.output, self.input)
         job.check_overwrite(self.output, overwrite)
         check_unlocked(self.output)   # another run writing this output: refused before the scan
-        self.facts = facts = job.inspect_input(self.src, progress=self.progress)   # before any work
+        self.facts = facts = job.inspect_input(self.src, self.progress)   # before any work
         n_in = facts.num_frames
         if n_in < 2:
             why = f" ({facts.damage})" if facts.damage else ""
             raise vio.MediaError(f"{self.input}: has {n_in} frame{'s' if n_in != 1 else ''}; "
                                  f"need at least 2 to interpolate{why}")
         if facts.damage and strict:
-            raise vio.MediaError(f"{facts.damage}; nothing written (--strict)")
+            raise JobSettingError("{damage}; nothing written ({setting})", "strict", damage=facts.damage)
         if facts.damage:
             self.note(f"{facts.damage}: upscaling the {n_in} frames before it, then exiting with an error")
         if facts.alpha:
@@ -151,17 +159,27 @@ class VideoJob:
     def num_inputs(self) -> int:
         return self.facts.num_frames
 
-    def run(self, upscaler, flags=None, model=None, weights_path=None) -> VideoResult:
+    def identity(self, upscaler, model=None, weights_path=None) -> JobIdentity:
+        """What a rerun must match to resume this job with ``upscaler`` (``model``, from
+        ``weights_path``): see :class:`~zsm_tf.pipeline.job.JobIdentity`."""
+        info = self.src.info
+        settings = {"fps": self.fps, "fps_mode": self.fps_mode, "crf": self.crf if self.is_video else None,
+                    "segment_frames": self.segment_frames,
+                    **job.upscaler_settings(upscaler, info.height, info.width)}
+        return JobIdentity.of(self.input, self.output, self.facts.num_frames, settings, model, weights_path)
+
+    def run(self, upscaler, model=None, weights_path=None) -> VideoResult:
         """Upscales the input with ``upscaler`` (a :class:`~zsm_tf.inference.SpaceTimeUpscaler`)
-        and publishes the output. ``flags`` (what changes the output), ``model`` and
-        ``weights_path`` identify the job: a rerun resumes only the same job."""
+        and publishes the output. ``model`` (the upscaler's) and ``weights_path`` (where it was
+        loaded from) are part of the job's identity (:meth:`identity`): a rerun resumes only the
+        same job."""
         info, facts, timing = self.src.info, self.facts, self.timing
         upscaler.plan(info.height, info.width)   # a job that cannot fit the memory stops here
         n_in = facts.num_frames
-        record = job.job_record(self.input, self.output, flags or {}, n_in, upscaler.window,
-                                self.segment_frames, model, weights_path)
+        identity = self.identity(upscaler, model, weights_path)
         try:
-            work = ResumableOutput(self.output, record, video=self.is_video, resume=self.resume, note=self.note)
+            work = ResumableOutput(self.output, identity, video=self.is_video, resume=self.resume,
+                                   note=self.note)
         except OSError as e:
             if disk_full(e):
                 raise vio.MediaError(f"{job.output_path(self.output).parent}: disk full; nothing was "
@@ -178,17 +196,17 @@ class VideoJob:
             return SegmentEncoder(work.segment_path(seg), fmt, w, h, timing.rate, timing.time_base,
                                   crf=self.crf, colour=facts.colour)
 
-        from tqdm import tqdm
-
         units = plan_segments(n_in, upscaler.window, 1)   # where a segment may end early (by time)
         notes = []
         try:
             with job.sigterm_as_interrupt():
-                with tqdm(total=total, initial=work.done_frames, unit="frame", desc="upscale",
-                          disable=not self.progress, dynamic_ncols=True, file=sys.stderr) as bar:
-                    produce(work, plan, upscaler, self.src, n_in, timing, encoder, lambda: bar.update(1),
-                            status=bar.set_description, units=units, commit_s=self.segment_seconds,
-                            on_commit=lambda: self._check_space(work, total, bar))
+                self.progress.start(total, "frame", "upscale", done=work.done_frames)
+                try:
+                    for _ in produce(work, plan, upscaler, self.src, n_in, timing, encoder, self.progress,
+                                     units=units, commit_s=self.segment_seconds):
+                        self._check_space(work, total)
+                finally:
+                    self.progress.close()
                 if self.is_video:
                     starts = {u.start: timing.seconds(u.start) for u in units}
                     # the last frame shows for a whole input frame: the video ends with its input
@@ -216,8 +234,8 @@ class VideoJob:
                     + (f"{kept}: free space and run the same command again to resume{need}" if keep else
                        f"nothing was kept; free space and run the same command again{need}")) from None
             if keep:
-                e.resume_hint = (f"{kept}: run the same command again to resume (--no-resume starts "
-                                 f"afresh)")
+                e.resume_hint = Said("{kept}: run the same command again to resume ({setting} starts "
+                                     "afresh)", ["resume"], kept=kept)
             raise
         for n in notes:
             self.note(n)
@@ -232,7 +250,7 @@ class VideoJob:
         need = per * (total - work.done_frames) + (per * total if self.is_video else 0)
         return f" (about {_size(need)} more needed: {_size(per)} per output frame)"
 
-    def _check_space(self, work, total, bar) -> None:
+    def _check_space(self, work, total) -> None:
         """After the first segment this run commits: a note when the rest will not fit the disk."""
         if self._space_checked:
             return
@@ -244,7 +262,6 @@ class VideoJob:
         need = per * left + (per * total if self.is_video else 0)   # a video is joined into a copy
         free = shutil.disk_usage(work.path).free
         if need > free:
-            bar.clear()
             self.note(f"the output needs about {_size(need)} more ({_size(per)} per output frame"
                       f"{', twice for the final join' if self.is_video else ''}) but only {_size(free)} "
                       f"is free beside {self.output}: the job will stop when the disk is full, keeping "
