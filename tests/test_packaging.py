@@ -157,3 +157,28 @@ def test_one_record_one_recipe_one_of_each():
         assert [k for k, v in sources.items() if name in v] == [owner], name
     for dead in ("def num_outputs(", "def dump_config(", "def tf_config_for("):
         assert not any(dead in v for v in sources.values()), dead
+
+
+def test_the_video_jobs_rules_in_one_place():
+    """Issue 21.4: one window rule, one identity of a job, one progress interface; resume.py
+    only resumes (the loop is pipeline/loop.py); the library's job messages name no option."""
+    import ast
+
+    package = ROOT / "zsm_tf"
+    sources = {p.relative_to(package).as_posix(): p.read_text() for p in package.rglob("*.py")}
+    for name, owner in [("def _due_call(", "inference.py"), ("def window_schedule(", "inference.py"),
+                        ("class JobIdentity", "pipeline/job.py"), ("def input_identity(", "pipeline/job.py"),
+                        ("class Progress", "progress.py"), ("def produce(", "pipeline/loop.py"),
+                        ("class BarProgress", "commands/progress.py")]:
+        assert [k for k, v in sources.items() if name in v] == [owner], name
+    assert "window_schedule" in sources["pipeline/resume.py"]        # segments derive from it
+    for dead in ("def job_record(", "NOT_JOB_FLAGS", "def job_differences(", "class _StatusOnly"):
+        assert not any(dead in v for v in sources.values()), dead
+    for rel in ("pipeline/video.py", "pipeline/job.py", "pipeline/resume.py", "pipeline/loop.py"):
+        tree = ast.parse(sources[rel])
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr)}
+        flags = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                 and id(n) not in docstrings and re.search(r"(^|[\s(])--[a-z]", n.value)]
+        assert flags == [], (rel, flags)

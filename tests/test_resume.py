@@ -22,6 +22,7 @@ from test_upscale import fake_model, frames_folder, tiny_model
 from test_video_io import make_video
 
 from zsm_tf.commands import upscale
+from zsm_tf.inference import window_schedule
 from zsm_tf.pipeline.resume import plan_segments, work_dir_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,11 @@ def test_plan_segments_start_on_window_boundaries():
             assert (s.start - 1) % (2 * (n - 1)) == 0                   # just after a shared frame
             assert s.feed == (s.start - 1) // 2 or s.feed == max(0, k - n)   # tail: last window
             assert 2 * s.feed <= s.start
+        # derived from the one window rule: each segment starts at a window's first new output
+        # and is fed from that window's start
+        calls = window_schedule(k, n)
+        assert [(s.feed, s.start) for s in plan] == [(c[0], 2 * c[0] + c[1]) for c in calls
+                                                     if 2 * c[0] + c[1] in {s.start for s in plan}]
 
 
 def test_kill9_and_sigterm_then_rerun_gives_the_same_video(tmp_path, tiny):
@@ -267,3 +273,103 @@ def test_segments_join_in_every_container(tmp_path, fake, capsys, ext):
     # (AVI stores no timestamps: its demuxer starts the frames one B-frame delay late, as before)
     assert max(abs(t - times[0] - g / 48) for g, t in enumerate(times)) <= 0.0006
     assert beside(tmp_path, out.name) == ["in.mkv"]
+
+
+# ----------------------------------------------------------- the job's rules, as a library says them
+
+
+def test_library_errors_are_typed_and_name_settings_the_command_names_flags(tmp_path, capsys):
+    """VideoJob raises JobSettingError naming the setting (no option in the message); the
+    command says the same with the option."""
+    from zsm_tf.pipeline.job import JobSettingError
+    from zsm_tf.pipeline.video import VideoJob
+
+    src = frames_folder(tmp_path / "in", 6, 16, 16)
+    (tmp_path / "taken.mp4").write_bytes(b"precious")
+    damaged = frames_folder(tmp_path / "damaged", 6, 20, 16)
+    data = (damaged / "0003.png").read_bytes()
+    (damaged / "0003.png").write_bytes(data[:len(data) // 2])   # as test_hostile_input.truncate
+    cases = [("fps", dict(fps=0), src, "o.mp4", "fps must be positive", "--fps must be positive"),
+             ("segment_frames", dict(segment_frames=0), src, "o.mp4", "segment_frames must be at least 1",
+              "--segment-frames must be at least 1"),
+             ("crf", dict(crf=99), src, "o.mp4", "crf must be in 0..51", "--crf must be in 0..51"),
+             ("overwrite", {}, src, "taken.mp4", "pass overwrite=True to replace it",
+              "pass --overwrite to replace it"),
+             ("strict", dict(strict=True), damaged, "o.mp4", "nothing written (strict=True)",
+              "nothing written (--strict)")]
+    flags = {"fps": ["--fps", "0"], "segment_frames": ["--segment-frames", "0"], "crf": ["--crf", "99"],
+             "strict": ["--strict"]}
+    for setting, kwargs, inp, out, said, flagged in cases:
+        with pytest.raises(JobSettingError) as e:
+            VideoJob(inp, tmp_path / out, **kwargs).close()
+        assert e.value.setting == setting and said in str(e.value) and "--" not in str(e.value)
+        assert isinstance(e.value, ValueError)
+        rc, err = run([inp, tmp_path / out, "-q", *flags.get(setting, [])], capsys)
+        assert rc == 1 and flagged in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_job_identity_is_said_once(tmp_path):
+    """What decides a resume: one JobIdentity; the settings that change the output are in it,
+    those of speed or of what to do with an earlier run are not."""
+    from zsm_tf.commands.common import SETTING_FLAGS
+    from zsm_tf.inference import SpaceTimeUpscaler
+    from zsm_tf.pipeline.job import JobIdentity, Said
+    from zsm_tf.pipeline.video import VideoJob
+
+    src = frames_folder(tmp_path / "in", 6, 16, 16)
+
+    def identity(**kwargs):
+        up = SpaceTimeUpscaler(fake_model, window=kwargs.pop("window", 3))
+        with VideoJob(src, tmp_path / "o.mp4", **kwargs) as job:
+            return job.identity(up)
+
+    base = identity()
+    assert isinstance(base, JobIdentity) and base.record == identity(segment_seconds=5, strict=True,
+                                                                     resume=False).record
+    assert set(base.record["settings"]) == {"fps", "fps_mode", "crf", "segment_frames", "window", "tiles",
+                                            "overlap", "self_ensemble", "batch", "precision"}
+    assert identity(crf=30).differences(base.record) == ["crf"]
+    assert identity(window=4, fps=30).differences(base.record) == ["fps", "window"]
+    said = Said("changed ({settings}); {setting} starts afresh", ["crf", "resume", "input"])
+    assert str(said) == "changed (crf, resume=False, input); crf starts afresh"
+    assert said.said_with(SETTING_FLAGS) == "changed (--crf, --no-resume, input); --crf starts afresh"
+
+
+def test_one_progress_interface(tmp_path, monkeypatch, capsys):
+    """The scan, the upscale and the notes reach one Progress; the command shows it as bars
+    with the rate and notes naming the options."""
+    from zsm_tf.inference import SpaceTimeUpscaler
+    from zsm_tf.pipeline.video import VideoJob
+    from zsm_tf.progress import Progress
+
+    class Recorder(Progress):
+        def __init__(self):
+            self.tasks, self.done, self.notes, self.said = [], {}, [], []
+
+        def start(self, total, unit="frame", desc="", done=0, keep=True):
+            self.tasks.append(desc)
+            self.done[desc] = done
+
+        def advance(self, n=1):
+            self.done[self.tasks[-1]] += n
+
+        def describe(self, text):
+            self.said.append(text)
+
+        def note(self, msg):
+            self.notes.append(str(msg))
+
+    src = frames_folder(tmp_path / "in", 33, 16, 16)
+    rec = Recorder()
+    with VideoJob(src, tmp_path / "o", progress=rec, segment_frames=4) as job:
+        job.run(SpaceTimeUpscaler(fake_model, window=3))
+    assert rec.tasks == ["scan", "upscale"] and rec.done == {"scan": 32, "upscale": 65}
+    assert rec.said[0].startswith("first window") and "audio" not in " ".join(rec.notes)
+    # the command: a bar with the rate, and the library's notes said with the options
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: crashing_model(4))
+    rc, err = run([src, tmp_path / "p", "--window", "3", "--segment-frames", "4", "-q"], capsys)
+    assert rc == 130 and "(--no-resume starts afresh)" in err, err
+    monkeypatch.setattr(upscale, "load_model", lambda *a, **k: fake_model)
+    rc, err = run([src, tmp_path / "p", "--window", "3", "--segment-frames", "4", "--no-resume"], capsys)
+    assert rc == 0 and "zsm-tf upscale: note: --no-resume: discarding" in err, err
+    assert "upscale" in err and "frame/s" in err and "65/65" in err, err
