@@ -326,8 +326,8 @@ def test_job_identity_is_said_once(tmp_path):
     base = identity()
     assert isinstance(base, JobIdentity) and base.record == identity(segment_seconds=5, strict=True,
                                                                      resume=False).record
-    assert set(base.record["settings"]) == {"fps", "fps_mode", "crf", "segment_frames", "window", "tiles",
-                                            "overlap", "self_ensemble", "batch", "precision"}
+    assert set(base.record["settings"]) == {"fps", "fps_mode", "crf", "segment_frames", "window", "tile",
+                                            "overlap", "max_memory", "self_ensemble", "batch", "precision"}
     assert identity(crf=30).differences(base.record) == ["crf"]
     assert identity(window=4, fps=30).differences(base.record) == ["fps", "window"]
     said = Said("changed ({settings}); {setting} starts afresh", ["crf", "resume", "input"])

@@ -244,6 +244,7 @@ class SpaceTimeUpscaler:
         self.flips = FLIPS if self_ensemble else FLIPS[:1]
         self.batch = int(batch)
         self.max_memory = memory.default_budget() if max_memory is None else float(max_memory)
+        self.max_memory_setting = None if max_memory is None else self.max_memory   # None: default
         self.pipeline = bool(pipeline)
         self._plans = {}
 

@@ -162,7 +162,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 # a library setting (the upscaler's and the video job's arguments) -> the option that sets it
 SETTING_FLAGS = {"window": "--window", "tile": "--tile", "overlap": "--tile-overlap",
-                 "batch": "--batch", "tiles": "--tile/--max-memory", "self_ensemble": "--self-ensemble",
+                 "batch": "--batch", "max_memory": "--max-memory", "self_ensemble": "--self-ensemble",
                  "precision": "--precision", "fps": "--fps", "fps_mode": "--fps-mode", "crf": "--crf",
                  "segment_frames": "--segment-frames", "segment_seconds": "--segment-seconds",
                  "overwrite": "--overwrite", "strict": "--strict", "resume": "--no-resume"}

@@ -179,12 +179,13 @@ def weights_identity(weights_path) -> Optional[dict]:
     return {"file": str(p.resolve()), "sha256": sha256_file(p)}
 
 
-def upscaler_settings(upscaler, height: int, width: int) -> dict:
+def upscaler_settings(upscaler) -> dict:
     """The settings of a :class:`~zsm_tf.inference.SpaceTimeUpscaler` that change its output
-    frames for ``height x width`` input: window, tiles (as planned: the memory budget counts
-    only through them), overlap (tiled), self-ensemble, batch, precision."""
-    tiles = upscaler.plan(height, width)
-    return {"window": upscaler.window, "tiles": tiles, "overlap": upscaler.overlap if tiles else None,
+    frames: window, tile, overlap, memory budget (when set: the default one follows the free
+    memory, and the same job must resume), self-ensemble, batch, precision."""
+    tile = upscaler.tile
+    return {"window": upscaler.window, "tile": list(tile) if isinstance(tile, tuple) else tile,
+            "overlap": upscaler.overlap, "max_memory": upscaler.max_memory_setting,
             "self_ensemble": len(upscaler.flips) > 1, "batch": upscaler.batch,
             "precision": upscaler.precision}
 

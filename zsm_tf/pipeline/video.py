@@ -162,10 +162,8 @@ class VideoJob:
     def identity(self, upscaler, model=None, weights_path=None) -> JobIdentity:
         """What a rerun must match to resume this job with ``upscaler`` (``model``, from
         ``weights_path``): see :class:`~zsm_tf.pipeline.job.JobIdentity`."""
-        info = self.src.info
         settings = {"fps": self.fps, "fps_mode": self.fps_mode, "crf": self.crf if self.is_video else None,
-                    "segment_frames": self.segment_frames,
-                    **job.upscaler_settings(upscaler, info.height, info.width)}
+                    "segment_frames": self.segment_frames, **job.upscaler_settings(upscaler)}
         return JobIdentity.of(self.input, self.output, self.facts.num_frames, settings, model, weights_path)
 
     def run(self, upscaler, model=None, weights_path=None) -> VideoResult:
