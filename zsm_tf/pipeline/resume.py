@@ -27,11 +27,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from zsm_tf.io import MediaError
 from zsm_tf.io.segments import fsync_dir, join_segments
 from zsm_tf.pipeline.job import Said
+from zsm_tf.progress import SILENT, Progress
 
 WORK_SUFFIX = ".zsm-work"
 MANIFEST = "manifest.json"
@@ -108,17 +109,16 @@ class ResumableOutput:
         its record is equal.
       video: True for a video file (segments), False for a PNG folder.
       resume: False discards any earlier progress.
-      note: callable(str) for notes to the user (:meth:`zsm_tf.progress.Progress.note`).
+      progress: a :class:`zsm_tf.progress.Progress`, for its notes to the user.
     """
 
-    def __init__(self, output, identity, video: bool, resume: bool = True,
-                 note: Callable[[str], None] = lambda s: None):
+    def __init__(self, output, identity, video: bool, resume: bool = True, progress: Progress = SILENT):
         self.output = Path(str(output).rstrip("/" + os.sep) or str(output))
         self.path = work_dir_for(output)
         self.identity = identity
         self.job = identity.record
         self.video = video
-        self.note = note
+        self.note = progress.note
         self.done: List[dict] = []
         self._lock_fd = None
         self._created = False

@@ -177,7 +177,7 @@ class VideoJob:
         identity = self.identity(upscaler, model, weights_path)
         try:
             work = ResumableOutput(self.output, identity, video=self.is_video, resume=self.resume,
-                                   note=self.note)
+                                   progress=self.progress)
         except OSError as e:
             if disk_full(e):
                 raise vio.MediaError(f"{job.output_path(self.output).parent}: disk full; nothing was "
