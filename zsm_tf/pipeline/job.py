@@ -196,8 +196,9 @@ class JobIdentity:
     it is said: the input (a file's size, mtime and head hash; a folder's listing), the weights
     (hash), the model's config, the output's kind, the frame count and ``settings``, every
     setting that changes the output (the job's and :func:`upscaler_settings`). Settings of speed
-    (``segment_seconds``, pipelining) or of what to do with an earlier run (``overwrite``,
-    ``resume``, ``strict``) are not in it. ``record``: JSON, as the manifest keeps it."""
+    (``segment_seconds``, pipelining, the XLA-compiled reconstruction: same outputs to float
+    rounding) or of what to do with an earlier run (``overwrite``, ``resume``, ``strict``) are
+    not in it. ``record``: JSON, as the manifest keeps it."""
     record: dict
 
     @classmethod
