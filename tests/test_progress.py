@@ -42,3 +42,40 @@ def test_export_script_quiet_with_progress(tmp_path):
     for noise in ("cuInit", "cpu_feature_guard", "cudart_stub", "absl::InitializeLog", "I0000", "E0000"):
         assert noise not in res.stderr, res.stderr
     assert (tmp_path / "exp" / "1" / "saved_model.pb").is_file()
+
+
+def test_rate_and_eta_leave_out_the_tracing(capsys):
+    """The bar's rate after the first window is that of the windows, not of the tracing: the
+    upscaler reports its tracing time (``exclude``) and the bar takes it out of the elapsed time."""
+    import numpy as np
+
+    from zsm_tf.commands.progress import BarProgress
+    from zsm_tf.inference import SpaceTimeUpscaler
+    from zsm_tf.progress import Progress, StatusOnly
+
+    bar = BarProgress("prog")
+    bar.start(20, desc="upscale")
+    bar._bar.start_t -= 10.0            # 10 s have passed, 8 of them tracing
+    bar.advance(4)
+    bar.exclude(8.0)
+    d = bar._bar.format_dict
+    assert 1.9 < d["elapsed"] < 2.5, d
+    rate = d["n"] / d["elapsed"]
+    assert 1.6 < rate < 2.1, d          # 4 frames in ~2 s, not 4 in 10
+    bar.exclude(100.0)                  # never more than the elapsed time
+    assert 0 <= bar._bar.format_dict["elapsed"] < 0.5
+    bar.close()
+
+    class Recorder(Progress):
+        excluded = []
+
+        def exclude(self, seconds):
+            self.excluded.append(seconds)
+
+    rec = Recorder()
+    up = SpaceTimeUpscaler(tiny_model(), window=3, precision="float32")
+    clip = [np.full((16, 16, 3), 10 * i, np.uint8) for i in range(5)]
+    assert len(list(up.stream(iter(clip), progress=StatusOnly(rec)))) == 9
+    assert len(rec.excluded) == 2 and rec.excluded[0] > 0.05   # the first window traced
+    assert rec.excluded[1] < rec.excluded[0] / 5               # the second one did not
+    assert abs(sum(rec.excluded) - up.predict.trace_seconds) < 1e-9

@@ -31,6 +31,7 @@ a Keras model is wrapped in a ``tf.function`` (one trace per input shape).
 """
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -47,7 +48,8 @@ def _make_predict(model, jit=False) -> Callable[[np.ndarray, int], np.ndarray]:
     """``predict(x [B, N, H, W, 3], first) -> [B, 2N-1-first, 4H, 4W, 3]`` (numpy): the outputs
     from index ``first`` on. A ZoomingSlowMo does not compute the others (its ``first_output``,
     passed as a tensor: one trace for every value); any other callable is sliced. ``jit``: the
-    model's XLA-compiled reconstruction (``jit_reconstruction``), where it takes it."""
+    model's XLA-compiled reconstruction (``jit_reconstruction``), where it takes it.
+    ``predict.trace_seconds``: the time spent tracing the model so far (one-time work)."""
     try:
         import keras
         is_keras = isinstance(model, keras.Model)
@@ -71,7 +73,12 @@ def _make_predict(model, jit=False) -> Callable[[np.ndarray, int], np.ndarray]:
             fn = traced[bool(jit)] = tf.function(forward)
 
         def predict(x, first=0, _model=model):   # the upscaler keeps its model alive
-            return fn(tf.convert_to_tensor(x), tf.constant(first, tf.int32)).numpy()
+            x, first = tf.convert_to_tensor(x), tf.constant(first, tf.int32)
+            t0 = time.perf_counter()
+            fn.get_concrete_function(x, first)   # traces a new shape (timed), else a lookup
+            predict.trace_seconds += time.perf_counter() - t0
+            return fn(x, first).numpy()
+        predict.trace_seconds = 0.0
         return predict
 
     def predict(x, first=0):
@@ -389,9 +396,12 @@ class SpaceTimeUpscaler:
         def run(call):
             nonlocal emitted, first
             start, skip = call   # buf holds input frames start .. read - 1
+            traced = getattr(self.predict, "trace_seconds", 0.0)
             if first:
                 progress.describe("first window (tracing the model)")
             out = self.upscale_window(np.stack(buf), progress=progress, first_output=skip)
+            # tracing is one-time work: rates and ETA from the first window on leave it out
+            progress.exclude(getattr(self.predict, "trace_seconds", 0.0) - traced)
             if first:
                 progress.describe("upscale")
                 first = False

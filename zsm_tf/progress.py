@@ -6,7 +6,8 @@ itself is the silent default: every method does nothing.
 
 A task is ``start(total, unit, desc)``, then ``advance(n)`` as units are done (fractions allowed,
 so that a bar moves within one model call), ``describe(text)`` when what it is doing changes (the
-first window traces the model), ``close()`` at its end. ``note(msg)`` is a line for the user at
+first window traces the model), ``exclude(seconds)`` for one-time work that rates and ETAs should
+leave out (the tracing), ``close()`` at its end. ``note(msg)`` is a line for the user at
 any time (a ``str``; the video job's notes may name its settings, see
 :class:`zsm_tf.pipeline.job.Said`).
 """
@@ -27,6 +28,10 @@ class Progress:
     def describe(self, text: str) -> None:
         """What the task is doing now."""
 
+    def exclude(self, seconds: float) -> None:
+        """The last ``seconds`` of the task were one-time work (tracing the model): rates and
+        ETAs leave them out."""
+
     def note(self, msg: str) -> None:
         """A line for the user."""
 
@@ -38,10 +43,14 @@ SILENT = Progress()
 
 
 class StatusOnly(Progress):
-    """Passes on only ``describe`` to ``inner`` (a caller that counts the units itself)."""
+    """Passes on only ``describe`` and ``exclude`` to ``inner`` (a caller that counts the units
+    itself)."""
 
     def __init__(self, inner: Progress):
         self.inner = inner
 
     def describe(self, text: str) -> None:
         self.inner.describe(text)
+
+    def exclude(self, seconds: float) -> None:
+        self.inner.exclude(seconds)

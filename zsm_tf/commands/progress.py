@@ -71,8 +71,11 @@ class BarProgress(Progress):
         if not self.quiet:
             from tqdm import tqdm
 
+            # smoothing=0: the rate is the average since the start (less what exclude() took
+            # out), steady for windows of equal cost; tqdm's moving average would carry the
+            # first window's tracing for many updates
             self._bar = tqdm(total=total, initial=done, unit=unit, desc=desc, leave=keep,
-                             dynamic_ncols=True, file=sys.stderr)
+                             dynamic_ncols=True, file=sys.stderr, smoothing=0)
 
     def advance(self, n=1):
         if self._bar is not None:
@@ -81,6 +84,11 @@ class BarProgress(Progress):
     def describe(self, text):
         if self._bar is not None:
             self._bar.set_description(text)
+
+    def exclude(self, seconds):
+        if self._bar is not None and seconds > 0:
+            self._bar.start_t = min(self._bar.start_t + seconds, self._bar._time())
+            self._bar.refresh()
 
     def note(self, msg):
         if self.quiet:
