@@ -51,7 +51,7 @@ class Task:
             impl = deterministic_impl(impl)
         if self.cfg["train"]["jit_compile"] and impl != "gather":
             # the compiled deformable op has no XLA kernel; the gather path compiles
-            self.log("--jit-compile: using deform_impl='gather' (XLA-compilable)")
+            self.log("train.jit_compile: using deform_impl='gather' (XLA-compilable)")
             impl = "gather"
         kwargs["deform_impl"] = impl
         return kwargs
