@@ -43,6 +43,23 @@ def test_one_weights_file_with_its_config(shipped):
     assert np.abs(model.reconstructor.conv_last.kernel.numpy()).mean() > 1e-3
 
 
+def test_training_record_says_how_the_weights_were_made(shipped):
+    """training.json, written by tools/ship_weights.py from the run: its config (motion base, the
+    held-out clips excluded), the steps, the validation curve and the loss from the run's logs."""
+    import yaml
+
+    weights, model = shipped
+    rec = json.loads((weights.parent / "training.json").read_text())
+    cfg = yaml.safe_load(rec["config"])
+    assert cfg["model"]["residual"] == model.residual == "motion"
+    assert set(_heldout_module().HELD_OUT) <= set(cfg["data"]["exclude"])
+    assert rec["steps"] >= 100 and rec["wall_seconds"] > 0 and rec["note"]
+    steps = [s for s, _, _ in rec["validation"]]
+    assert steps[0] == 0 and steps == sorted(steps) and steps[-1] <= rec["steps"]
+    assert all(psnr > base for _, psnr, base in rec["validation"])   # above bicubic + blending
+    assert rec["loss"] and rec["loss"][-1][0] <= rec["steps"]
+
+
 @pytest.fixture(scope="module")
 def heldout(shipped, shared_dir):
     """[(clip, {method: all/kept/new (PSNR-Y, SSIM-Y)})] of bicubic + blending, FFmpeg mci +

@@ -10,10 +10,16 @@ recorded (the input frames of its clips; ``--window`` for a run from before reco
 bfloat16 cost ``bf16_psnr_cost_db`` is measured here with :func:`zsm_tf.precision.measure_bf16_cost`
 on the held-out clips of bench/heldout.py (``--videos``), or given with ``--bf16-cost`` (e.g.
 from ``python bench/heldout.py --precision bfloat16`` on a machine with bfloat16 units).
+
+Beside them goes ``training.json``, how the weights were made, read from the run by code:
+the training config (``--config``, its text), the steps trained, the validation curve and the
+training loss (the run's TensorBoard logs), the wall-clock span of the logged steps, and
+``--note`` (e.g. the CPU time, which the logs do not hold).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -38,6 +44,37 @@ def held_out_clips(videos, frames):
         with open_source(Path(videos) / name) as src:
             clips.append([mod_crop(f) for f in islice(iter(src), frames)])
     return clips
+
+
+def training_history(run) -> dict:
+    """{steps, validation: [[step, psnr, base psnr]], loss: [[step, loss]] every 10th step,
+    wall_seconds} from a run dir's TensorBoard logs (logs/train, logs/validation); {} without."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    run = Path(run)
+    run = run if run.is_dir() else run.parent
+    while run.name in ("checkpoints",) and run.parent != run:
+        run = run.parent
+    scalars, times = {}, []
+    for part in ("train", "validation"):
+        for f in sorted((run / "logs" / part).glob("events.out.tfevents.*")):
+            for rec in tf.data.TFRecordDataset(str(f)):
+                e = event_pb2.Event.FromString(rec.numpy())
+                for v in e.summary.value:
+                    if v.tag in ("loss", "psnr", "psnr_bicubic"):
+                        value = float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
+                        scalars.setdefault(v.tag, {})[int(e.step)] = round(value, 5)
+                        if part == "train":
+                            times.append(e.wall_time)
+    if not scalars:
+        return {}
+    loss = scalars.get("loss", {})
+    psnr, base = scalars.get("psnr", {}), scalars.get("psnr_bicubic", {})
+    return {"steps": max(loss) if loss else None,
+            "validation": [[s, psnr[s], base.get(s)] for s in sorted(psnr)],
+            "loss": [[s, loss[s]] for s in sorted(loss) if s % 10 == 0],
+            "wall_seconds": round(max(times) - min(times), 1) if len(times) > 1 else None}
 
 
 def ship(model, record, dest, name) -> Path:
@@ -68,6 +105,8 @@ def main(argv=None):
     parser.add_argument("--videos", default=str(DEFAULT_VIDEOS),
                         help="folder of the held-out clips for the bfloat16 measurement")
     parser.add_argument("--frames", type=int, default=9, help="HR frames per held-out clip")
+    parser.add_argument("--config", help="the training config file, recorded in training.json")
+    parser.add_argument("--note", default="", help="a line for training.json (e.g. the CPU time)")
     parser.add_argument("--dest", default=str(WEIGHTS_DIR), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -86,7 +125,13 @@ def main(argv=None):
     record = record.with_settings(window=int(window), bf16_psnr_cost_db=float(cost))
     record = type(record)({**record.architecture, "deform_impl": "auto"}, record.settings)
     path = ship(model, record, Path(args.dest), args.name)
-    print(f"{path}: {model.count_params():,} parameters, record {record.settings.as_dict()}")
+    history = {"run": str(args.run), **training_history(args.run), "note": args.note,
+               "config": Path(args.config).read_text() if args.config else None}
+    tmp = Path(args.dest) / "training.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1) + "\n")
+    os.replace(tmp, Path(args.dest) / "training.json")
+    print(f"{path}: {model.count_params():,} parameters, record {record.settings.as_dict()}; "
+          f"training.json: {history.get('steps')} steps, validation {history.get('validation')}")
 
 
 if __name__ == "__main__":
