@@ -141,4 +141,7 @@ def test_measure_bf16_cost_and_ship(tiny_run, tmp_path):
     rec = RunDir(dest).read_record()
     assert rec.settings == InferenceSettings(window=3, bf16_psnr_cost_db=0.02)
     assert rec.architecture["nf"] == 8 and rec.architecture["deform_impl"] == "auto"
-    assert sorted(p.name for p in dest.iterdir()) == ["model_config.json", "t.weights.h5"]
+    assert sorted(p.name for p in dest.iterdir()) == ["model_config.json", "t.weights.h5",
+                                                      "training.json"]
+    history = json.loads((dest / "training.json").read_text())
+    assert history["run"] == str(tiny_run / "tiny.weights.h5") and history["config"] is None

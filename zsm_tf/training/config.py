@@ -96,7 +96,8 @@ def load_config(path=None, overrides=None):
     for key in ("nf", "groups", "front_rbs", "back_rbs"):   # before Keras turns them into its words
         v = cfg["model"].get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"model option {key} must be a whole number >= 1, got {v!r}")
+            raise ValueError(f"model option {key} must be a whole number >= 1, got {v!r} "
+                             f"(--model {key}=... or the config's model: section)")
     t = cfg["train"]
     if t["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {t['optimizer']!r}")
