@@ -153,28 +153,36 @@ def count_flops(model, window, height, width):
 
 
 # ------------------------------------------------------------------------------------ stages
-def stage_times(model, window, height, width, runs, jit=False):
+def stage_times(model, window, height, width, runs, jit=False, winograd=0):
     """{stage: (wall s, CPU s)} for one window at full size (reconstruction: one frame;
-    ``jit``: XLA-compiled, as the upscaler runs it)."""
+    ``jit``: XLA-compiled, ``winograd``: the 3x3 convolutions' Winograd tile, as the upscaler
+    runs it)."""
     import tensorflow as tf
 
     from zsm_tf.baseline import interleave
+    from zsm_tf.ops.winograd import scope
+
+    def function(fn):   # traced inside the upscaler's Winograd scope
+        def scoped(*a):
+            with scope(winograd):
+                return fn(*a)
+        return tf.function(scoped)
 
     b, n, h, w, nf = 1, window, height, width, model.nf
     x = tf.random.stateless_uniform([b, n, h, w, 3], seed=[3, 4])
     dt = model.compute_dtype
-    feats = tf.function(lambda v: model.pyramid(model.feature_extractor(
+    feats = function(lambda v: model.pyramid(model.feature_extractor(
         tf.reshape(tf.cast(v, dt), [b * n, h, w, 3]))))
     pyr = [tf.reshape(lv, tf.concat([[b, n], tf.shape(lv)[1:]], 0)) for lv in feats(x)]
 
     def pairs(lv, s):
         return tf.reshape(lv[:, s:n - 1 + s], tf.concat([[b * (n - 1)], tf.shape(lv)[2:]], 0))
     p0, p1 = [pairs(lv, 0) for lv in pyr], [pairs(lv, 1) for lv in pyr]
-    interp = tf.function(lambda a, c: model.interpolation(a, c))
+    interp = function(lambda a, c: model.interpolation(a, c))
     seq = interleave(pyr[0], tf.reshape(interp(p0, p1), [b, n - 1, h, w, nf]))
-    lstm = tf.function(lambda s: model.convlstm(s))
+    lstm = function(lambda s: model.convlstm(s))
     one = tf.reshape(lstm(seq)[:, :1], [1, h, w, nf])
-    recon = tf.function(lambda f: model.reconstruct(f, jit=jit))
+    recon = function(lambda f: model.reconstruct(f, jit=jit))
     fns = {"features": lambda: feats(x), "interpolation": lambda: interp(p0, p1),
            "convlstm": lambda: lstm(seq), "reconstruction": lambda: recon(one)}
     if model.residual == "motion":
@@ -192,6 +200,8 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--jit", default="auto", choices=("auto", "on", "off"),
                    help="XLA-compile the reconstruction (auto: as the CLI decides)")
+    p.add_argument("--winograd", default="auto", choices=("auto", "0", "2", "4"),
+                   help="Winograd tile of the 3x3 convolutions (auto: as the CLI decides; 0: off)")
     p.add_argument("--no-command", action="store_true", help="skip the whole-command run")
     args = p.parse_args(argv)
     import zsm_tf  # noqa: F401  (first: it turns oneDNN on before TensorFlow loads, as the CLI does)
@@ -209,8 +219,10 @@ def main(argv=None):
     window = settings.default_window
     precision = prec.resolve(args.precision, settings.bf16_psnr_cost_db)
     model = prec.with_precision(base_model, precision)
-    # the upscaler's XLA-compiled reconstruction
-    jit = prec.resolve_jit({"on": True, "off": False}.get(args.jit, "auto"), precision)
+    # the upscaler's Winograd convolutions and XLA-compiled reconstruction
+    winograd = prec.resolve_winograd(args.winograd if args.winograd == "auto" else int(args.winograd),
+                                     precision)
+    jit = prec.resolve_jit({"on": True, "off": False}.get(args.jit, "auto"), precision, winograd)
     hp, wp = h + pad_amounts(h, w)[0], w + pad_amounts(h, w)[1]
 
     from tensorflow.python.util import _pywrap_util_port
@@ -218,7 +230,8 @@ def main(argv=None):
     print(f"machine: {machine()}")
     print(f"TensorFlow {tf.__version__}, oneDNN {'on' if _pywrap_util_port.IsMklEnabled() else 'off'}; "
           f"model {base_model.count_params():,} parameters, window {window}, {precision}"
-          f"{', reconstruction XLA-compiled' if jit else ''}; "
+          f"{', reconstruction XLA-compiled' if jit else ''}"
+          f"{f', Winograd F({winograd}x{winograd}, 3x3) convolutions' if winograd else ''}; "
           f"input {w}x{h} -> {4 * w}x{4 * h}")
     mm32, mm32_cpu = matmul_rate(tf.float32, args.runs)
     rates = {"float32": mm32}
@@ -230,7 +243,7 @@ def main(argv=None):
     limit = rates[precision]
 
     flops = count_flops(model, window, hp, wp)
-    times = stage_times(model, window, hp, wp, args.runs, jit)
+    times = stage_times(model, window, hp, wp, args.runs, jit, winograd)
     print(f"\n{'stage (one window)':<26}{'GFLOP':>8}{'wall s':>9}{'CPU s':>8}{'GFLOP/s':>9}{'of matmul':>10}")
     for k, (wall, cpu) in times.items():
         g = flops.get(k)

@@ -54,6 +54,7 @@ def test_resolve_jit(monkeypatch):
 
 def test_upscaler_uses_it_by_default_in_float32_with_the_same_frames(monkeypatch):
     monkeypatch.delenv(prec.JIT_ENV, raising=False)
+    monkeypatch.setenv(prec.WINOGRAD_ENV, "0")   # XLA is the default where Winograd is off
     model = tiny()
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(4)]

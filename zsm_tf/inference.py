@@ -44,11 +44,12 @@ FLIPS = ((), (3,), (2,), (2, 3))  # axes of [B, N, H, W, C]: none, horizontal, v
 _TRACED = weakref.WeakKeyDictionary()
 
 
-def _make_predict(model, jit=False) -> Callable[[np.ndarray, int], np.ndarray]:
+def _make_predict(model, jit=False, winograd=0) -> Callable[[np.ndarray, int], np.ndarray]:
     """``predict(x [B, N, H, W, 3], first) -> [B, 2N-1-first, 4H, 4W, 3]`` (numpy): the outputs
     from index ``first`` on. A ZoomingSlowMo does not compute the others (its ``first_output``,
     passed as a tensor: one trace for every value); any other callable is sliced. ``jit``: the
     model's XLA-compiled reconstruction (``jit_reconstruction``), where it takes it.
+    ``winograd``: the model is traced inside :func:`zsm_tf.ops.winograd.scope` of that tile.
     ``predict.trace_seconds``: the time spent tracing the model so far (one-time work)."""
     try:
         import keras
@@ -58,19 +59,23 @@ def _make_predict(model, jit=False) -> Callable[[np.ndarray, int], np.ndarray]:
     if is_keras:
         import tensorflow as tf
 
+        from zsm_tf.ops.winograd import scope
+
         traced = _TRACED.setdefault(model, {})
-        fn = traced.get(bool(jit))
-        if fn is None:   # one tf.function per model and jit, shared by upscalers (traces reused)
+        key = (bool(jit), int(winograd))
+        fn = traced.get(key)
+        if fn is None:   # one tf.function per model and setting, shared by upscalers (traces reused)
             ref = weakref.ref(model)   # no cycle: the cache entry must not keep the model alive
 
             takes_first = _takes_first_output(model)
             extra = {"jit_reconstruction": True} if jit and _takes_arg(model, "jit_reconstruction") else {}
 
             def forward(x, first):
-                if takes_first:
-                    return ref()(x, training=False, first_output=first, **extra)
-                return ref()(x, training=False, **extra)[:, first:]
-            fn = traced[bool(jit)] = tf.function(forward)
+                with scope(int(winograd)):
+                    if takes_first:
+                        return ref()(x, training=False, first_output=first, **extra)
+                    return ref()(x, training=False, **extra)[:, first:]
+            fn = traced[key] = tf.function(forward)
 
         def predict(x, first=0, _model=model):   # the upscaler keeps its model alive
             x, first = tf.convert_to_tensor(x), tf.constant(first, tf.int32)
@@ -217,8 +222,11 @@ class SpaceTimeUpscaler:
       max_memory: bytes for ``tile="auto"`` (default :func:`zsm_tf.memory.default_budget`).
       pipeline: decode ahead and run the model ahead of the consumer, each in a thread, so that
         decoding, the network and encoding overlap (:meth:`stream`).
-      jit: XLA-compile the model's reconstruction: True, False or "auto" (default: in float32,
-        :func:`zsm_tf.precision.resolve_jit`; same outputs to float rounding).
+      jit: XLA-compile the model's reconstruction: True, False or "auto" (default: in float32
+        without Winograd, :func:`zsm_tf.precision.resolve_jit`; same outputs to float rounding).
+      winograd: the 3x3 convolutions by Winograd F(m x m, 3 x 3) on the CPU: "auto" (default:
+        m = 4 in float32, :func:`zsm_tf.precision.resolve_winograd`; outputs within 2e-6 of
+        the stock kernels'), 4, 2 (within 5e-7, slower) or 0 (off).
     Raises:
       UpscaleSettingError (a ``ValueError``) for a bad window, tile, overlap or batch.
     """
@@ -226,7 +234,8 @@ class SpaceTimeUpscaler:
     def __init__(self, model, window: Optional[int] = None, tile=AUTO,
                  overlap: Optional[int] = None, self_ensemble: bool = False, batch: int = 1, *,
                  precision: str = AUTO, bf16_cost_db: Optional[float] = None,
-                 max_memory: Optional[float] = None, pipeline: bool = False, jit=AUTO):
+                 max_memory: Optional[float] = None, pipeline: bool = False, jit=AUTO,
+                 winograd=AUTO):
         from zsm_tf import memory
         from zsm_tf import precision as prec
         from zsm_tf.run_dir import settings_of
@@ -238,8 +247,9 @@ class SpaceTimeUpscaler:
             bf16_cost_db = recorded.bf16_psnr_cost_db
         self.precision = prec.resolve(precision, bf16_cost_db)
         self.model = prec.with_precision(model, self.precision)
-        self.jit = prec.resolve_jit(jit, self.precision)
-        self.predict = _make_predict(self.model, self.jit)
+        self.winograd = prec.resolve_winograd(winograd, self.precision)
+        self.jit = prec.resolve_jit(jit, self.precision, self.winograd)
+        self.predict = _make_predict(self.model, self.jit, self.winograd)
         self.window = int(window)
         self.tile = tile[0] if isinstance(tile, tuple) and tile[0] == tile[1] else tile
         self._tile = tile

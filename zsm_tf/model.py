@@ -140,7 +140,14 @@ class ZoomingSlowMo(keras.Model):
         if jit:
             recon = self.__dict__.get("_recon_jit")
             if recon is None:   # one compiled function per model (XLA caches per shape)
-                recon = tf.function(self.reconstructor.__call__, jit_compile=True, autograph=False)
+                reconstructor = self.reconstructor
+
+                def stock(x):   # the compiled Winograd op has no XLA kernel
+                    from zsm_tf.ops.winograd import scope
+
+                    with scope(0):
+                        return reconstructor(x)
+                recon = tf.function(stock, jit_compile=True, autograph=False)
                 self.__dict__["_recon_jit"] = recon
         if k is None:
             return recon(feats)

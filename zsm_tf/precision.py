@@ -61,15 +61,48 @@ def resolve(precision: str, bf16_cost_db=None) -> str:
 JIT_ENV = "ZSM_TF_XLA"
 
 
-def resolve_jit(jit, precision: str) -> bool:
+def resolve_jit(jit, precision: str, winograd: int = 0) -> bool:
     """Whether inference XLA-compiles the reconstruction (``ZoomingSlowMo.call``'s
-    ``jit_reconstruction``). ``"auto"``: in float32 (in bfloat16 the oneDNN kernels are faster
-    than XLA's; measured on an AVX-512/BF16 CPU), unless the environment sets ``ZSM_TF_XLA=0``.
-    On a 2-core AVX2 CPU XLA ran that stage 1.9x faster than TensorFlow's oneDNN kernels
-    (0.82 vs 1.55 s per 1280x720 frame, outputs within 4e-7), compiled in about 2 s per shape."""
+    ``jit_reconstruction``). ``"auto"``: in float32 when the Winograd convolutions are off
+    (``winograd``: :func:`resolve_winograd`'s tile; they are faster on that stage, and the op
+    cannot run inside XLA), unless the environment sets ``ZSM_TF_XLA=0``. In bfloat16 oneDNN's
+    kernels are faster than XLA's (measured on an AVX-512/BF16 CPU). On a 2-core AVX2 CPU XLA
+    ran that stage 1.9x faster than TensorFlow's oneDNN kernels (0.82 vs 1.55 s per 1280x720
+    frame, outputs within 4e-7), compiled in about 2 s per shape."""
     if jit != "auto":
         return bool(jit)
-    return precision == "float32" and os.environ.get(JIT_ENV, "1") != "0"
+    return precision == "float32" and not winograd and os.environ.get(JIT_ENV, "1") != "0"
+
+
+WINOGRAD_ENV = "ZSM_TF_WINOGRAD"
+
+
+def resolve_winograd(winograd, precision: str) -> int:
+    """The Winograd tile of inference's 3x3 convolutions (:mod:`zsm_tf.ops.winograd`; 0: the
+    stock convolution). ``"auto"``: 4 (F(4x4, 3x3)) in float32 on a TensorFlow that sees no
+    GPU, when the compiled op builds: on a 2-core AVX2 CPU it ran one window 1.6x faster than
+    the stock kernels, the shipped model's outputs within 2e-6 (tile 2: 1.4x, within 5e-7).
+    ``ZSM_TF_WINOGRAD=0|2|4`` in the environment sets what ``auto`` means. Explicit 2 or 4
+    still need float32 and the op (else 0); ``False``/0 turns it off."""
+    from zsm_tf.ops import winograd as wg
+
+    if winograd == "auto":
+        env = os.environ.get(WINOGRAD_ENV, "").strip()
+        tile = int(env) if env in ("0", "2", "4") else (-1 if env else 4)
+        if tile not in (0, *wg.TILES):
+            raise ValueError(f"{WINOGRAD_ENV} must be 0, 2 or 4, got {env!r}")
+        if tile:
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                return 0
+    else:
+        tile = 2 if winograd is True else int(winograd or 0)
+        if tile not in (0, *wg.TILES):
+            raise ValueError(f"winograd must be 'auto', 0 (off), 2 or 4, got {winograd!r}")
+    if not tile or precision != "float32" or not wg.available():
+        return 0
+    return tile
 
 
 def with_precision(model, precision: str):

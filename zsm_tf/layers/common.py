@@ -22,9 +22,36 @@ def torch_default_kernel_init():
     return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
+@keras.saving.register_keras_serializable(package="zsm_tf")
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` that, traced inside :func:`zsm_tf.ops.winograd.scope` (inference on
+    the CPU), runs as the compiled Winograd convolution when it qualifies
+    (:func:`zsm_tf.ops.winograd.eligible`): the same outputs to float rounding, fewer
+    multiplications. Same weights, config and outputs as the Keras layer otherwise.
+    ``negative_slope``: None, or a LeakyReLU of that slope on the output (0: ReLU), fused into
+    the Winograd op when it runs. [B, H, W, Cin] -> [B, H, W, filters]."""
+
+    def call(self, inputs, negative_slope=None):
+        from zsm_tf.ops import winograd
+
+        tile = winograd.active_tile()
+        if tile and winograd.eligible(self, inputs):
+            slope = 1.0 if negative_slope is None else float(negative_slope)
+            return winograd.winograd_conv3x3(inputs, self.kernel, self.bias, tile, slope)
+        y = super().call(inputs)
+        if negative_slope is None:
+            return y
+        return tf.nn.relu(y) if negative_slope == 0 else tf.nn.leaky_relu(y, alpha=negative_slope)
+
+
+def conv_lrelu(conv, x):
+    """``lrelu(conv(x))`` for a :class:`Conv2D`, the activation fused where it can be."""
+    return conv(x, negative_slope=LRELU_SLOPE)
+
+
 def conv2d(filters, kernel_size=3, name=None, kernel_initializer=None, dtype=None):
     """Stride-1 convolution with PyTorch's symmetric ``kernel_size // 2`` padding ("same")."""
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters, kernel_size, padding="same", name=name, dtype=dtype,
         kernel_initializer=kernel_initializer or torch_default_kernel_init())
 

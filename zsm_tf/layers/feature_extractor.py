@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from zsm_tf.layers.common import StridedConv2D, build_conv, conv2d, conv_params, lrelu
+from zsm_tf.layers.common import StridedConv2D, build_conv, conv2d, conv_lrelu, conv_params, lrelu
 from zsm_tf.layers.residual_block import ResidualTrunk
 
 
@@ -56,8 +56,8 @@ class FeaturePyramid(keras.layers.Layer):
         self.built = True
 
     def call(self, l1):
-        l2 = lrelu(self.fea_L2_conv2(lrelu(self.fea_L2_conv1(l1))))
-        l3 = lrelu(self.fea_L3_conv2(lrelu(self.fea_L3_conv1(l2))))
+        l2 = conv_lrelu(self.fea_L2_conv2, lrelu(self.fea_L2_conv1(l1)))
+        l3 = conv_lrelu(self.fea_L3_conv2, lrelu(self.fea_L3_conv1(l2)))
         return [l1, l2, l3]
 
     def torch_params(self, prefix=""):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zsm_tf.layers.common import build_conv, conv2d, conv_params, lrelu, upsample2x_bilinear
+from zsm_tf.layers.common import build_conv, conv2d, conv_lrelu, conv_params, lrelu, upsample2x_bilinear
 from zsm_tf.layers.deformable_conv import DeformableConv2D
 
 # (name, input channels as a multiple of nf) of the plain convs, per direction suffix
@@ -49,19 +49,19 @@ class PCDAlign(keras.layers.Layer):
         """Aligns pyramid ``fea1`` to ``fea2`` with the direction-``d`` weights: [B, H, W, nf]."""
         L = lambda name: getattr(self, f"{name}_{d}")  # noqa: E731
         # L3
-        off3 = lrelu(L("L3_offset_conv1")(tf.concat([fea1[2], fea2[2]], -1)))
-        off3 = lrelu(L("L3_offset_conv2")(off3))
+        off3 = conv_lrelu(L("L3_offset_conv1"), tf.concat([fea1[2], fea2[2]], -1))
+        off3 = conv_lrelu(L("L3_offset_conv2"), off3)
         fea3 = lrelu(L("L3_dcnpack")(fea1[2], off3))
         # L2
-        off2 = lrelu(L("L2_offset_conv1")(tf.concat([fea1[1], fea2[1]], -1)))
-        off2 = lrelu(L("L2_offset_conv2")(tf.concat([off2, upsample2x_bilinear(off3) * 2], -1)))
-        off2 = lrelu(L("L2_offset_conv3")(off2))
+        off2 = conv_lrelu(L("L2_offset_conv1"), tf.concat([fea1[1], fea2[1]], -1))
+        off2 = conv_lrelu(L("L2_offset_conv2"), tf.concat([off2, upsample2x_bilinear(off3) * 2], -1))
+        off2 = conv_lrelu(L("L2_offset_conv3"), off2)
         fea2_ = L("L2_dcnpack")(fea1[1], off2)
-        fea2_ = lrelu(L("L2_fea_conv")(tf.concat([fea2_, upsample2x_bilinear(fea3)], -1)))
+        fea2_ = conv_lrelu(L("L2_fea_conv"), tf.concat([fea2_, upsample2x_bilinear(fea3)], -1))
         # L1
-        off1 = lrelu(L("L1_offset_conv1")(tf.concat([fea1[0], fea2[0]], -1)))
-        off1 = lrelu(L("L1_offset_conv2")(tf.concat([off1, upsample2x_bilinear(off2) * 2], -1)))
-        off1 = lrelu(L("L1_offset_conv3")(off1))
+        off1 = conv_lrelu(L("L1_offset_conv1"), tf.concat([fea1[0], fea2[0]], -1))
+        off1 = conv_lrelu(L("L1_offset_conv2"), tf.concat([off1, upsample2x_bilinear(off2) * 2], -1))
+        off1 = conv_lrelu(L("L1_offset_conv3"), off1)
         fea1_ = L("L1_dcnpack")(fea1[0], off1)
         return L("L1_fea_conv")(tf.concat([fea1_, upsample2x_bilinear(fea2_)], -1))
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from zsm_tf.layers.common import build_conv, conv2d, conv_params
 
@@ -30,7 +29,7 @@ class ResidualBlockNoBN(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        return x + self.conv2(tf.nn.relu(self.conv1(x)))
+        return x + self.conv2(self.conv1(x, negative_slope=0.0))
 
     def torch_params(self, prefix):
         return {**conv_params(f"{prefix}.conv1", self.conv1),

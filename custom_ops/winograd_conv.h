@@ -1,0 +1,229 @@
+// 3x3 stride-1 "same" convolution by Winograd's minimal filtering, F(m x m, 3 x 3), float32, NHWC,
+// for the CPU (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks").
+//
+// Each m x m block of outputs ("tile") is computed from an (m+2) x (m+2) block of input:
+//   V = B^T d B (input transform), M = sum_c V[c] * U[c, k] (one small GEMM per of the (m+2)^2
+//   positions), Y = A^T M A (output transform), where U = G g G^T is the transformed kernel,
+// so a tile costs (m+2)^2 multiplications per (c, k) pair instead of 9 m^2: 2.25x fewer for m = 2,
+// 4x fewer for m = 4. Everything of one row of tiles stays in the cache: the row's tiles are
+// transformed into a per-thread buffer, multiplied there and transformed back.
+//
+// Layouts: x [N, H, W, C]; u [P = (m+2)^2, C, Kp] (U, output channels zero-padded to Kp, a
+// multiple of 16; zsm_tf/ops/winograd.py makes it); bias [K]; y [N, H, W, K]. C must be a
+// multiple of 8. Threads split the rows of tiles (any range [begin, end) of n * tile_rows).
+#ifndef ZSM_TF_WINOGRAD_CONV_H_
+#define ZSM_TF_WINOGRAD_CONV_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+namespace zsm_winograd {
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
+
+inline v8 load8(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+inline void store8(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
+inline v8 splat(float s) { return v8{s, s, s, s, s, s, s, s}; }
+inline v8 max8(v8 a, v8 b) {
+#if defined(__AVX__)
+  return (v8)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+  return a > b ? a : b;
+#endif
+}
+inline v8 fma8(v8 a, v8 b, v8 c) {
+#if defined(__AVX2__) && defined(__FMA__)
+  return (v8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  return a * b + c;
+#endif
+}
+
+// 1-D transforms along one axis, on 8 channels at a time: in[i] -> out[i] (strides in v8s).
+template <int M> struct Tr;
+
+template <> struct Tr<2> {  // F(2, 3): B^T 4x4, A^T 2x4
+  static constexpr int A = 4;
+  static inline void bt(const v8* d, v8* r) {
+    r[0] = d[0] - d[2];
+    r[1] = d[1] + d[2];
+    r[2] = d[2] - d[1];
+    r[3] = d[1] - d[3];
+  }
+  static inline void at(const v8* m, v8* o) {
+    o[0] = m[0] + m[1] + m[2];
+    o[1] = m[1] - m[2] - m[3];
+  }
+};
+
+template <> struct Tr<4> {  // F(4, 3): B^T 6x6, A^T 4x6 (points 0, +-1, +-2)
+  static constexpr int A = 6;
+  static inline void bt(const v8* d, v8* r) {
+    const v8 four = splat(4.f), five = splat(5.f), two = splat(2.f);
+    v8 t1 = d[4] - four * d[2];       // -4 d2 + d4
+    v8 t2 = d[3] - four * d[1];       // -4 d1 + d3
+    v8 t3 = d[4] - d[2];              // -d2 + d4
+    v8 t4 = two * (d[3] - d[1]);      // -2 d1 + 2 d3
+    r[0] = fma8(four, d[0], d[4]) - five * d[2];
+    r[1] = t1 + t2;
+    r[2] = t1 - t2;
+    r[3] = t3 + t4;
+    r[4] = t3 - t4;
+    r[5] = fma8(four, d[1], d[5]) - five * d[3];
+  }
+  static inline void at(const v8* m, v8* o) {
+    const v8 two = splat(2.f), four = splat(4.f), eight = splat(8.f);
+    v8 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    o[0] = m[0] + s12 + s34;
+    o[1] = fma8(two, d34, d12);
+    o[2] = fma8(four, s34, s12);
+    o[3] = fma8(eight, d34, d12) + m[5];
+  }
+};
+
+constexpr int kRows = 6;   // GEMM micro-kernel: 6 tiles x 16 output channels
+constexpr int kCols = 16;
+
+// c[r][0..16) = sum_k a[r][k] * b[k][0..16) for the 6 rows r (a: lda, b: ldb, c: ldc floats)
+inline void micro_6x16(const float* a, int lda, const float* b, int ldb, float* c, int ldc,
+                       int depth) {
+  v8 acc[kRows][2];
+  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = splat(0.f);
+  for (int k = 0; k < depth; ++k) {
+    const v8 b0 = load8(b + k * ldb), b1 = load8(b + k * ldb + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < kRows; ++r) {
+      const v8 ar = splat(a[r * lda + k]);
+      acc[r][0] = fma8(ar, b0, acc[r][0]);
+      acc[r][1] = fma8(ar, b1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    store8(c + r * ldc, acc[r][0]);
+    store8(c + r * ldc + 8, acc[r][1]);
+  }
+}
+
+struct Shape {
+  int64_t n, h, w, c, k, kp;
+};
+
+template <int M>
+struct Winograd {
+  static constexpr int A = Tr<M>::A;
+  static constexpr int P = A * A;
+#ifndef ZSM_WINO_CHUNK
+#define ZSM_WINO_CHUNK 12
+#endif
+  // tiles per GEMM batch (a multiple of kRows): 12 keeps V and M in a 512 KB L2 for C = 64
+  static constexpr int kChunk = ZSM_WINO_CHUNK;
+
+  static int64_t tile_rows(const Shape& s) { return (s.h + M - 1) / M; }
+  static int64_t tile_cols(const Shape& s) { return (s.w + M - 1) / M; }
+
+  // rows of tiles [begin, end) over all images (row index = n * tile_rows + ty); the outputs
+  // are max(conv + bias, slope * (conv + bias)): slope 1 none, 0 ReLU, 0.1 LeakyReLU(0.1)
+  static void run(const Shape& s, const float* x, const float* u, const float* bias, float* y,
+                  int64_t begin, int64_t end, float slope = 1.f) {
+    const v8 sv = splat(slope);
+    const int64_t th = tile_rows(s), tw = tile_cols(s), C = s.c, K = s.k, Kp = s.kp;
+    std::vector<float> vbuf(static_cast<size_t>(P) * kChunk * C);
+    std::vector<float> mbuf(static_cast<size_t>(P) * kChunk * Kp);
+    v8 d[A * A], t[A * A], r[A];
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / th, ty = row % th;
+      const float* xn = x + n * s.h * s.w * C;
+      float* yn = y + n * s.h * s.w * K;
+      for (int64_t tx0 = 0; tx0 < tw; tx0 += kChunk) {
+        const int64_t nt = std::min<int64_t>(kChunk, tw - tx0);
+        const int64_t ntp = (nt + kRows - 1) / kRows * kRows;
+        // input transform: V[p][t][c]
+        for (int64_t ti = 0; ti < ntp; ++ti) {
+          const int64_t y0 = ty * M - 1, x0 = (tx0 + ti) * M - 1;
+          for (int64_t c = 0; c < C; c += 8) {
+            if (ti >= nt) {  // padding rows of the GEMM
+              for (int p = 0; p < P; ++p) store8(&vbuf[(p * kChunk + ti) * C + c], splat(0.f));
+              continue;
+            }
+            for (int i = 0; i < A; ++i) {
+              const int64_t yy = y0 + i;
+              for (int j = 0; j < A; ++j) {
+                const int64_t xx = x0 + j;
+                d[i * A + j] = (yy >= 0 && yy < s.h && xx >= 0 && xx < s.w)
+                                   ? load8(xn + (yy * s.w + xx) * C + c) : splat(0.f);
+              }
+            }
+            // rows: t[k][j] = sum_i BT[k][i] d[i][j]
+            for (int j = 0; j < A; ++j) {
+              v8 col[A];
+              for (int i = 0; i < A; ++i) col[i] = d[i * A + j];
+              Tr<M>::bt(col, r);
+              for (int k = 0; k < A; ++k) t[k * A + j] = r[k];
+            }
+            // columns: V[k][l] = sum_j t[k][j] BT[l][j]
+            for (int k = 0; k < A; ++k) {
+              Tr<M>::bt(&t[k * A], r);
+              for (int l = 0; l < A; ++l) store8(&vbuf[((k * A + l) * kChunk + ti) * C + c], r[l]);
+            }
+          }
+        }
+        // one GEMM per position: M[p] (ntp x Kp) = V[p] (ntp x C) * U[p] (C x Kp)
+        for (int p = 0; p < P; ++p) {
+          const float* vp = &vbuf[p * kChunk * C];
+          const float* up = u + p * C * Kp;
+          float* mp = &mbuf[p * kChunk * Kp];
+          for (int64_t k0 = 0; k0 < Kp; k0 += kCols)
+            for (int64_t t0 = 0; t0 < ntp; t0 += kRows)
+              micro_6x16(vp + t0 * C, C, up + k0, Kp, mp + t0 * Kp + k0, Kp, C);
+        }
+        // output transform, bias, store the in-bounds outputs
+        for (int64_t ti = 0; ti < nt; ++ti) {
+          const int64_t y0 = ty * M, x0 = (tx0 + ti) * M;
+          for (int64_t k = 0; k < Kp && k < K; k += 8) {
+            v8 mm[P], o[M], q[A * M];
+            for (int p = 0; p < P; ++p) mm[p] = load8(&mbuf[(p * kChunk + ti) * Kp + k]);
+            for (int l = 0; l < A; ++l) {  // rows: q[p'][l] = sum_k AT[p'][k] M[k][l]
+              v8 col[A];
+              for (int kk = 0; kk < A; ++kk) col[kk] = mm[kk * A + l];
+              Tr<M>::at(col, o);
+              for (int pp = 0; pp < M; ++pp) q[pp * A + l] = o[pp];
+            }
+            float bb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            const int lanes = static_cast<int>(std::min<int64_t>(8, K - k));
+            std::memcpy(bb, bias + k, lanes * sizeof(float));
+            const v8 bv = load8(bb);
+            for (int pp = 0; pp < M; ++pp) {
+              const int64_t yy = y0 + pp;
+              if (yy >= s.h) break;
+              Tr<M>::at(&q[pp * A], o);
+              for (int qq = 0; qq < M; ++qq) {
+                const int64_t xx = x0 + qq;
+                if (xx >= s.w) break;
+                float* dst = yn + (yy * s.w + xx) * K + k;
+                const v8 val = max8(o[qq] + bv, sv * (o[qq] + bv));
+                if (lanes == 8) {
+                  store8(dst, val);
+                } else {
+                  float tmp[8];
+                  store8(tmp, val);
+                  std::memcpy(dst, tmp, lanes * sizeof(float));
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
+}  // namespace zsm_winograd
+
+#endif  // ZSM_TF_WINOGRAD_CONV_H_

@@ -1,0 +1,107 @@
+// TensorFlow op of the Winograd 3x3 convolution (winograd_conv.h), CPU only, inference only:
+//
+//   ZsmTf>WinogradConv3x3(input [N,H,W,C], transformed_kernel [(m+2)^2, C, Kp], bias [K])
+//       -> output [N,H,W,K] = max(conv, negative_slope * conv), conv = 3x3 "same" conv + bias
+//
+// attrs: tile (m: 2 or 4), negative_slope (1: no activation, 0: ReLU, 0.1: LeakyReLU(0.1)).
+// The kernel transform U = G g G^T is made in the graph by zsm_tf/ops/winograd.py. There is no
+// gradient (training uses the stock convolution) and no XLA or GPU kernel. Built into the same
+// library as the deformable op (zsm_tf/ops/custom_op.py).
+#include <cstdint>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+#include "winograd_conv.h"
+
+namespace tensorflow {
+namespace {
+
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+REGISTER_OP("ZsmTf>WinogradConv3x3")
+    .Input("input: float")
+    .Input("transformed_kernel: float")
+    .Input("bias: float")
+    .Output("output: float")
+    .Attr("tile: int = 2")
+    .Attr("negative_slope: float = 1.0")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle in, bias;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &bias));
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(in, 3, c->Dim(bias, 0), &out));
+      c->set_output(0, out);
+      return absl::OkStatus();
+    })
+    .Doc("3x3 stride-1 'same' convolution + bias (+ leaky ReLU) by Winograd F(m x m, 3 x 3).");
+
+class WinogradConv3x3Op : public OpKernel {
+ public:
+  explicit WinogradConv3x3Op(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("tile", &tile_));
+    OP_REQUIRES_OK(c, c->GetAttr("negative_slope", &slope_));
+    OP_REQUIRES(c, tile_ == 2 || tile_ == 4,
+                errors::InvalidArgument("tile must be 2 or 4, got ", tile_));
+    OP_REQUIRES(c, slope_ >= 0.f && slope_ <= 1.f,
+                errors::InvalidArgument("negative_slope must be in [0, 1], got ", slope_));
+  }
+
+  void Compute(OpKernelContext* c) override {
+    const Tensor& x = c->input(0);
+    const Tensor& u = c->input(1);
+    const Tensor& bias = c->input(2);
+    const int a = tile_ + 2;
+    OP_REQUIRES(c, x.dims() == 4, errors::InvalidArgument("input must be [N, H, W, C]"));
+    OP_REQUIRES(c, u.dims() == 3 && bias.dims() == 1,
+                errors::InvalidArgument("transformed_kernel must be [P, C, Kp], bias [K]"));
+    zsm_winograd::Shape s{x.dim_size(0), x.dim_size(1), x.dim_size(2), x.dim_size(3),
+                          bias.dim_size(0), u.dim_size(2)};
+    OP_REQUIRES(c, s.c % 8 == 0, errors::InvalidArgument("input channels must be a multiple of "
+                                                         "8, got ", s.c));
+    OP_REQUIRES(c, u.dim_size(0) == a * a && u.dim_size(1) == s.c && s.kp % 16 == 0 &&
+                       s.k <= s.kp && s.k > 0,
+                errors::InvalidArgument("transformed_kernel must be [", a * a, ", ", s.c,
+                                        ", a multiple of 16 >= ", s.k, "], got ",
+                                        u.shape().DebugString()));
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({s.n, s.h, s.w, s.k}), &y));
+    if (y->NumElements() == 0) return;
+    const float* xp = x.flat<float>().data();
+    const float* up = u.flat<float>().data();
+    const float* bp = bias.flat<float>().data();
+    float* yp = y->flat<float>().data();
+    const auto* w = c->device()->tensorflow_cpu_worker_threads();
+    const float slope = slope_;
+    if (tile_ == 2) {
+      Run<2>(w, s, xp, up, bp, yp, slope);
+    } else {
+      Run<4>(w, s, xp, up, bp, yp, slope);
+    }
+  }
+
+ private:
+  template <int M>
+  static void Run(const DeviceBase::CpuWorkerThreads* w, const zsm_winograd::Shape& s,
+                  const float* x, const float* u, const float* bias, float* y, float slope) {
+    using W = zsm_winograd::Winograd<M>;
+    const int64_t rows = s.n * W::tile_rows(s);
+    const int64_t cost = W::tile_cols(s) * W::P * s.c * s.kp * 2;  // per row of tiles
+    Shard(w->num_threads, w->workers, rows, cost, [&](int64_t begin, int64_t end) {
+      W::run(s, x, u, bias, y, begin, end, slope);
+    });
+  }
+
+  int tile_ = 2;
+  float slope_ = 1.f;
+};
+
+REGISTER_KERNEL_BUILDER(Name("ZsmTf>WinogradConv3x3").Device(DEVICE_CPU), WinogradConv3x3Op);
+
+}  // namespace
+}  // namespace tensorflow

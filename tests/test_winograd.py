@@ -1,0 +1,138 @@
+"""The Winograd 3x3 convolution (custom_ops/winograd_conv.h) at inference: the same outputs as
+TensorFlow's convolution to float rounding, used by the upscaler by default in float32 on the
+CPU, never in training, bfloat16 or exports."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zsm_tf import ZoomingSlowMo
+from zsm_tf import precision as prec
+from zsm_tf.inference import SpaceTimeUpscaler
+from zsm_tf.layers.common import build_conv, conv2d
+from zsm_tf.ops import winograd
+
+pytestmark = pytest.mark.skipif(not winograd.available(), reason="the compiled op does not build here")
+
+
+def reference(x, kernel, bias, slope):
+    y = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
+    return y if slope == 1.0 else tf.maximum(y, slope * y)
+
+
+@pytest.mark.parametrize("tile", winograd.TILES)
+@pytest.mark.parametrize("shape", [(2, 37, 53, 32, 20), (1, 8, 8, 8, 3), (3, 1, 5, 16, 40),
+                                   (1, 30, 12, 64, 108)])
+@pytest.mark.parametrize("slope", [1.0, 0.1, 0.0])
+def test_op_matches_the_direct_convolution(tile, shape, slope):
+    n, h, w, c, k = shape
+    rng = np.random.default_rng(sum(shape) + tile)
+    x = tf.constant(rng.normal(size=(n, h, w, c)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, c, k)) / np.sqrt(9 * c), tf.float32)
+    bias = tf.constant(rng.normal(size=k), tf.float32)
+    want = reference(x, kernel, bias, slope).numpy()
+    got = winograd.winograd_conv3x3(x, kernel, bias, tile, slope).numpy()
+    assert got.shape == want.shape
+    # tile 2: float32 rounding; tile 4's transforms lose a few more bits
+    tol = {2: 2e-6, 4: 2e-5}[tile] * np.abs(want).max()
+    assert np.abs(got - want).max() <= tol
+    assert np.abs(want).max() > 0.5   # not all zeros
+
+
+def test_transformed_kernel_pads_the_outputs_to_the_gemm_block():
+    u = winograd.transform_kernel(tf.ones([3, 3, 8, 20]), 4)
+    assert u.shape == (36, 8, 32)
+    assert float(tf.reduce_max(tf.abs(u[..., 20:]))) == 0.0
+    np.testing.assert_allclose(u[:, 0, 0].numpy(),   # U = G g G^T, by hand
+                               np.einsum("ai,ij,bj->ab", winograd._G[4], np.ones((3, 3)),
+                                         winograd._G[4]).reshape(-1), rtol=1e-6)
+
+
+def test_op_rejects_bad_shapes_with_a_clear_error():
+    x = tf.zeros([1, 8, 8, 12])   # channels not a multiple of 8
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiple of 8"):
+        winograd.winograd_conv3x3(x, tf.zeros([3, 3, 12, 8]), tf.zeros([8]), 2)
+
+
+def graph_ops(fn, *args):
+    return {op.type for op in tf.function(fn).get_concrete_function(*args).graph.get_operations()}
+
+
+def test_conv_layer_uses_the_op_only_inside_a_scope_and_where_it_qualifies():
+    conv = conv2d(16)
+    build_conv(conv, 8)
+    x = tf.random.normal([1, 10, 12, 8])
+
+    def scoped(v, tile=2):
+        with winograd.scope(tile):
+            return conv(v, negative_slope=0.1)
+    assert winograd.OP_NAME in graph_ops(scoped, x)
+    assert winograd.OP_NAME not in graph_ops(lambda v: conv(v, negative_slope=0.1), x)
+    np.testing.assert_allclose(tf.function(scoped)(x).numpy(),
+                               tf.nn.leaky_relu(conv(x), 0.1).numpy(), atol=2e-6)
+    odd = conv2d(16)
+    build_conv(odd, 3)   # 3 input channels: the stock convolution
+    with winograd.scope(4):
+        assert not winograd.eligible(odd, tf.zeros([1, 8, 8, 3]))
+        assert winograd.active_tile() == 4
+    assert winograd.active_tile() == 0
+    with pytest.raises(ValueError, match="tile"):
+        with winograd.scope(3):
+            pass
+
+
+def tiny():
+    tf.keras.utils.set_random_seed(11)
+    model = ZoomingSlowMo(nf=8, groups=1, front_rbs=1, back_rbs=2, residual="motion",
+                          deform_impl="gather")
+    last = model.reconstructor.conv_last   # zero with a residual: make the network visible
+    last.kernel.assign(tf.random.normal(last.kernel.shape, stddev=0.05))
+    return model
+
+
+def test_resolve_winograd(monkeypatch):
+    monkeypatch.delenv(prec.WINOGRAD_ENV, raising=False)
+    assert prec.resolve_winograd("auto", "float32") == 4
+    assert prec.resolve_winograd("auto", "bfloat16") == 0
+    assert prec.resolve_winograd(2, "float32") == 2
+    assert prec.resolve_winograd(0, "float32") == 0
+    assert prec.resolve_winograd(False, "float32") == 0
+    with pytest.raises(ValueError, match="winograd"):
+        prec.resolve_winograd(3, "float32")
+    monkeypatch.setenv(prec.WINOGRAD_ENV, "2")
+    assert prec.resolve_winograd("auto", "float32") == 2
+    monkeypatch.setenv(prec.WINOGRAD_ENV, "0")
+    assert prec.resolve_winograd("auto", "float32") == 0
+    assert prec.resolve_jit("auto", "float32", 0) is True   # XLA where Winograd is off
+    assert prec.resolve_jit("auto", "float32", 4) is False
+    monkeypatch.setenv(prec.WINOGRAD_ENV, "5")
+    with pytest.raises(ValueError, match=prec.WINOGRAD_ENV):
+        prec.resolve_winograd("auto", "float32")
+
+
+def test_upscaler_uses_it_by_default_with_the_same_frames(monkeypatch):
+    monkeypatch.delenv(prec.WINOGRAD_ENV, raising=False)
+    model = tiny()
+    rng = np.random.default_rng(0)
+    clip = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(4)]
+    default = SpaceTimeUpscaler(model, window=3, precision="float32")
+    off = SpaceTimeUpscaler(model, window=3, precision="float32", winograd=0, jit=False)
+    assert default.winograd == 4 and default.jit is False and off.winograd == 0
+    x = rng.random((1, 3, 16, 24, 3), dtype=np.float32)
+    exact = off.predict(x, 0)
+    assert np.abs(default.predict(x, 0) - exact).max() < 2e-5
+    assert np.abs(SpaceTimeUpscaler(model, window=3, winograd=2).predict(x, 0) - exact).max() < 2e-6
+    a = list(default.stream(iter(clip)))
+    b = list(off.stream(iter(clip)))
+    assert len(a) == len(b) == 7
+    assert max(np.abs(p.astype(int) - q.astype(int)).max() for p, q in zip(a, b)) <= 1
+    assert SpaceTimeUpscaler(model, window=3, precision="bfloat16").winograd == 0
+
+
+def test_training_and_plain_calls_keep_the_stock_convolution():
+    model = tiny()
+    x = tf.random.stateless_uniform([1, 2, 16, 16, 3], seed=[3, 4])
+    ops = graph_ops(lambda v: model(v, training=False), x)
+    assert winograd.OP_NAME not in ops and "Conv2D" in ops
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model(x, training=True))
+    assert all(g is not None for g in tape.gradient(loss, model.trainable_variables))
