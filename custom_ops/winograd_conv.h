@@ -8,9 +8,10 @@
 // 4x fewer for m = 4. Everything of one row of tiles stays in the cache: the row's tiles are
 // transformed into a per-thread buffer, multiplied there and transformed back.
 //
-// Layouts: x [N, H, W, C]; u [P = (m+2)^2, C, Kp] (U, output channels zero-padded to Kp, a
-// multiple of 16; zsm_tf/ops/winograd.py makes it); bias [K]; y [N, H, W, K]. C must be a
-// multiple of 8. Threads split the rows of tiles (any range [begin, end) of n * tile_rows).
+// Layouts: x [N, H, W, C]; g [3, 3, C, K] (HWIO, TensorFlow's); u [P = (m+2)^2, C, Kp] (U, the
+// output channels zero-padded to Kp, a multiple of 16: transform_kernel makes it from g);
+// bias [K]; y [N, H, W, K]. C must be a multiple of 8. Threads split the rows of tiles (any
+// range [begin, end) of n * tile_rows).
 #ifndef ZSM_TF_WINOGRAD_CONV_H_
 #define ZSM_TF_WINOGRAD_CONV_H_
 
@@ -49,8 +50,9 @@ inline v8 fma8(v8 a, v8 b, v8 c) {
 // 1-D transforms along one axis, on 8 channels at a time: in[i] -> out[i] (strides in v8s).
 template <int M> struct Tr;
 
-template <> struct Tr<2> {  // F(2, 3): B^T 4x4, A^T 2x4
+template <> struct Tr<2> {  // F(2, 3): B^T 4x4, A^T 2x4, G 4x3
   static constexpr int A = 4;
+  static constexpr double G[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
   static inline void bt(const v8* d, v8* r) {
     r[0] = d[0] - d[2];
     r[1] = d[1] + d[2];
@@ -63,8 +65,11 @@ template <> struct Tr<2> {  // F(2, 3): B^T 4x4, A^T 2x4
   }
 };
 
-template <> struct Tr<4> {  // F(4, 3): B^T 6x6, A^T 4x6 (points 0, +-1, +-2)
+template <> struct Tr<4> {  // F(4, 3): B^T 6x6, A^T 4x6, G 6x3 (points 0, +-1, +-2)
   static constexpr int A = 6;
+  static constexpr double G[6][3] = {{1. / 4, 0, 0},          {-1. / 6, -1. / 6, -1. / 6},
+                                     {-1. / 6, 1. / 6, -1. / 6}, {1. / 24, 1. / 12, 1. / 6},
+                                     {1. / 24, -1. / 12, 1. / 6}, {0, 0, 1}};
   static inline void bt(const v8* d, v8* r) {
     const v8 four = splat(4.f), five = splat(5.f), two = splat(2.f);
     v8 t1 = d[4] - four * d[2];       // -4 d2 + d4
@@ -126,6 +131,44 @@ struct Winograd {
   static constexpr int kChunk = ZSM_WINO_CHUNK;
 
   static int64_t tile_rows(const Shape& s) { return (s.h + M - 1) / M; }
+
+  // V = B^T d B of one tile's 8 channels d[A*A] (t: scratch), stored at v[p * kChunk * C]
+  static inline void input_tile(const v8* d, v8* t, float* v, int64_t C) {
+    v8 r[A];
+    for (int j = 0; j < A; ++j) {  // rows: t[k][j] = sum_i BT[k][i] d[i][j]
+      v8 col[A];
+      for (int i = 0; i < A; ++i) col[i] = d[i * A + j];
+      Tr<M>::bt(col, r);
+      for (int k = 0; k < A; ++k) t[k * A + j] = r[k];
+    }
+    for (int k = 0; k < A; ++k) {  // columns: V[k][l] = sum_j t[k][j] BT[l][j]
+      Tr<M>::bt(&t[k * A], r);
+      for (int l = 0; l < A; ++l) store8(v + (k * A + l) * kChunk * C, r[l]);
+    }
+  }
+
+  // U = G g G^T for the input channels [c0, c1): u[p][c][0..Kp) (zeros from K on), in double
+  static void transform_kernel(const Shape& s, const float* g, float* u, int64_t c0, int64_t c1) {
+    const auto& G = Tr<M>::G;
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t k = 0; k < s.kp; ++k) {
+        float* out = u + c * s.kp + k;
+        if (k >= s.k) {
+          for (int p = 0; p < P; ++p) out[p * s.c * s.kp] = 0.f;
+          continue;
+        }
+        double w[3][3], t[A][3];
+        for (int i = 0; i < 3; ++i)
+          for (int j = 0; j < 3; ++j) w[i][j] = g[((i * 3 + j) * s.c + c) * s.k + k];
+        for (int a = 0; a < A; ++a)
+          for (int j = 0; j < 3; ++j) t[a][j] = G[a][0] * w[0][j] + G[a][1] * w[1][j] + G[a][2] * w[2][j];
+        for (int a = 0; a < A; ++a)
+          for (int b = 0; b < A; ++b)
+            out[(a * A + b) * s.c * s.kp] =
+                static_cast<float>(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+      }
+    }
+  }
   static int64_t tile_cols(const Shape& s) { return (s.w + M - 1) / M; }
 
   // rows of tiles [begin, end) over all images (row index = n * tile_rows + ty); the outputs
@@ -136,7 +179,7 @@ struct Winograd {
     const int64_t th = tile_rows(s), tw = tile_cols(s), C = s.c, K = s.k, Kp = s.kp;
     std::vector<float> vbuf(static_cast<size_t>(P) * kChunk * C);
     std::vector<float> mbuf(static_cast<size_t>(P) * kChunk * Kp);
-    v8 d[A * A], t[A * A], r[A];
+    v8 d[A * A], t[A * A];
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / th, ty = row % th;
       const float* xn = x + n * s.h * s.w * C;
@@ -146,31 +189,32 @@ struct Winograd {
         const int64_t ntp = (nt + kRows - 1) / kRows * kRows;
         // input transform: V[p][t][c]
         for (int64_t ti = 0; ti < ntp; ++ti) {
+          if (ti >= nt) {  // padding rows of the GEMM
+            for (int p = 0; p < P; ++p)
+              std::memset(&vbuf[(p * kChunk + ti) * C], 0, C * sizeof(float));
+            continue;
+          }
           const int64_t y0 = ty * M - 1, x0 = (tx0 + ti) * M - 1;
-          for (int64_t c = 0; c < C; c += 8) {
-            if (ti >= nt) {  // padding rows of the GEMM
-              for (int p = 0; p < P; ++p) store8(&vbuf[(p * kChunk + ti) * C + c], splat(0.f));
-              continue;
-            }
-            for (int i = 0; i < A; ++i) {
-              const int64_t yy = y0 + i;
-              for (int j = 0; j < A; ++j) {
-                const int64_t xx = x0 + j;
-                d[i * A + j] = (yy >= 0 && yy < s.h && xx >= 0 && xx < s.w)
-                                   ? load8(xn + (yy * s.w + xx) * C + c) : splat(0.f);
-              }
-            }
-            // rows: t[k][j] = sum_i BT[k][i] d[i][j]
+          const float* src[A * A];  // each input position's pixel, or null outside the image
+          bool interior = true;
+          for (int i = 0; i < A; ++i) {
             for (int j = 0; j < A; ++j) {
-              v8 col[A];
-              for (int i = 0; i < A; ++i) col[i] = d[i * A + j];
-              Tr<M>::bt(col, r);
-              for (int k = 0; k < A; ++k) t[k * A + j] = r[k];
+              const int64_t yy = y0 + i, xx = x0 + j;
+              const bool in = yy >= 0 && yy < s.h && xx >= 0 && xx < s.w;
+              src[i * A + j] = in ? xn + (yy * s.w + xx) * C : nullptr;
+              interior = interior && in;
             }
-            // columns: V[k][l] = sum_j t[k][j] BT[l][j]
-            for (int k = 0; k < A; ++k) {
-              Tr<M>::bt(&t[k * A], r);
-              for (int l = 0; l < A; ++l) store8(&vbuf[((k * A + l) * kChunk + ti) * C + c], r[l]);
+          }
+          float* vt = &vbuf[ti * C];
+          if (interior) {
+            for (int64_t c = 0; c < C; c += 8) {
+              for (int q = 0; q < A * A; ++q) d[q] = load8(src[q] + c);
+              input_tile(d, t, vt + c, C);
+            }
+          } else {
+            for (int64_t c = 0; c < C; c += 8) {
+              for (int q = 0; q < A * A; ++q) d[q] = src[q] ? load8(src[q] + c) : splat(0.f);
+              input_tile(d, t, vt + c, C);
             }
           }
         }

@@ -1,13 +1,19 @@
 // TensorFlow op of the Winograd 3x3 convolution (winograd_conv.h), CPU only, inference only:
 //
-//   ZsmTf>WinogradConv3x3(input [N,H,W,C], transformed_kernel [(m+2)^2, C, Kp], bias [K])
+//   ZsmTf>WinogradConv3x3(input [N,H,W,C], kernel [3,3,C,K], bias [K])
 //       -> output [N,H,W,K] = max(conv, negative_slope * conv), conv = 3x3 "same" conv + bias
 //
 // attrs: tile (m: 2 or 4), negative_slope (1: no activation, 0: ReLU, 0.1: LeakyReLU(0.1)).
-// The kernel transform U = G g G^T is made in the graph by zsm_tf/ops/winograd.py. There is no
-// gradient (training uses the stock convolution) and no XLA or GPU kernel. Built into the same
+// The op transforms the kernel itself (U = G g G^T), so it is one graph node, cheap to trace;
+// each node keeps its last U with a copy of the kernel it came from and reuses it while the
+// kernel's values are the same (a ConvLSTM step runs the same nodes with the same weights), so
+// changed weights are always seen. There is no gradient (training uses the stock convolution) and no XLA or GPU kernel. Built into the same
 // library as the deformable op (zsm_tf/ops/custom_op.py).
 #include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -25,7 +31,7 @@ using shape_inference::ShapeHandle;
 
 REGISTER_OP("ZsmTf>WinogradConv3x3")
     .Input("input: float")
-    .Input("transformed_kernel: float")
+    .Input("kernel: float")
     .Input("bias: float")
     .Output("output: float")
     .Attr("tile: int = 2")
@@ -54,38 +60,62 @@ class WinogradConv3x3Op : public OpKernel {
 
   void Compute(OpKernelContext* c) override {
     const Tensor& x = c->input(0);
-    const Tensor& u = c->input(1);
+    const Tensor& kernel = c->input(1);
     const Tensor& bias = c->input(2);
     const int a = tile_ + 2;
     OP_REQUIRES(c, x.dims() == 4, errors::InvalidArgument("input must be [N, H, W, C]"));
-    OP_REQUIRES(c, u.dims() == 3 && bias.dims() == 1,
-                errors::InvalidArgument("transformed_kernel must be [P, C, Kp], bias [K]"));
-    zsm_winograd::Shape s{x.dim_size(0), x.dim_size(1), x.dim_size(2), x.dim_size(3),
-                          bias.dim_size(0), u.dim_size(2)};
+    OP_REQUIRES(c, bias.dims() == 1 && bias.dim_size(0) > 0,
+                errors::InvalidArgument("bias must be [K], got ", bias.shape().DebugString()));
+    const int64_t channels = x.dim_size(3), filters = bias.dim_size(0);
+    OP_REQUIRES(c, kernel.shape() == TensorShape({3, 3, channels, filters}),
+                errors::InvalidArgument("kernel must be [3, 3, ", channels, ", ", filters,
+                                        "], got ", kernel.shape().DebugString()));
+    zsm_winograd::Shape s{x.dim_size(0), x.dim_size(1), x.dim_size(2), channels, filters,
+                          (filters + 15) / 16 * 16};
     OP_REQUIRES(c, s.c % 8 == 0, errors::InvalidArgument("input channels must be a multiple of "
                                                          "8, got ", s.c));
-    OP_REQUIRES(c, u.dim_size(0) == a * a && u.dim_size(1) == s.c && s.kp % 16 == 0 &&
-                       s.k <= s.kp && s.k > 0,
-                errors::InvalidArgument("transformed_kernel must be [", a * a, ", ", s.c,
-                                        ", a multiple of 16 >= ", s.k, "], got ",
-                                        u.shape().DebugString()));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({s.n, s.h, s.w, s.k}), &y));
     if (y->NumElements() == 0) return;
+    const auto* w = c->device()->tensorflow_cpu_worker_threads();
+    const float* gp = kernel.flat<float>().data();
+    std::shared_ptr<const std::vector<float>> u;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const size_t n = static_cast<size_t>(kernel.NumElements());
+      if (!u_ || g_.size() != n || std::memcmp(g_.data(), gp, n * sizeof(float)) != 0) {
+        auto fresh = std::make_shared<std::vector<float>>(static_cast<size_t>(a * a) * s.c * s.kp);
+        float* up = fresh->data();
+        if (tile_ == 2) {
+          Transform<2>(w, s, gp, up);
+        } else {
+          Transform<4>(w, s, gp, up);
+        }
+        g_.assign(gp, gp + n);
+        u_ = std::move(fresh);
+      }
+      u = u_;
+    }
     const float* xp = x.flat<float>().data();
-    const float* up = u.flat<float>().data();
     const float* bp = bias.flat<float>().data();
     float* yp = y->flat<float>().data();
-    const auto* w = c->device()->tensorflow_cpu_worker_threads();
-    const float slope = slope_;
     if (tile_ == 2) {
-      Run<2>(w, s, xp, up, bp, yp, slope);
+      Run<2>(w, s, xp, u->data(), bp, yp, slope_);
     } else {
-      Run<4>(w, s, xp, up, bp, yp, slope);
+      Run<4>(w, s, xp, u->data(), bp, yp, slope_);
     }
   }
 
  private:
+  template <int M>
+  static void Transform(const DeviceBase::CpuWorkerThreads* w, const zsm_winograd::Shape& s,
+                        const float* g, float* u) {
+    Shard(w->num_threads, w->workers, s.c, s.kp * zsm_winograd::Winograd<M>::P * 12,
+          [&](int64_t begin, int64_t end) {
+            zsm_winograd::Winograd<M>::transform_kernel(s, g, u, begin, end);
+          });
+  }
+
   template <int M>
   static void Run(const DeviceBase::CpuWorkerThreads* w, const zsm_winograd::Shape& s,
                   const float* x, const float* u, const float* bias, float* y, float slope) {
@@ -99,6 +129,9 @@ class WinogradConv3x3Op : public OpKernel {
 
   int tile_ = 2;
   float slope_ = 1.f;
+  std::mutex mu_;
+  std::vector<float> g_;                          // the kernel u_ was made from
+  std::shared_ptr<const std::vector<float>> u_;   // its transform [P, C, Kp]
 };
 
 REGISTER_KERNEL_BUILDER(Name("ZsmTf>WinogradConv3x3").Device(DEVICE_CPU), WinogradConv3x3Op);

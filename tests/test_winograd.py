@@ -38,19 +38,12 @@ def test_op_matches_the_direct_convolution(tile, shape, slope):
     assert np.abs(want).max() > 0.5   # not all zeros
 
 
-def test_transformed_kernel_pads_the_outputs_to_the_gemm_block():
-    u = winograd.transform_kernel(tf.ones([3, 3, 8, 20]), 4)
-    assert u.shape == (36, 8, 32)
-    assert float(tf.reduce_max(tf.abs(u[..., 20:]))) == 0.0
-    np.testing.assert_allclose(u[:, 0, 0].numpy(),   # U = G g G^T, by hand
-                               np.einsum("ai,ij,bj->ab", winograd._G[4], np.ones((3, 3)),
-                                         winograd._G[4]).reshape(-1), rtol=1e-6)
-
-
 def test_op_rejects_bad_shapes_with_a_clear_error():
     x = tf.zeros([1, 8, 8, 12])   # channels not a multiple of 8
     with pytest.raises(tf.errors.InvalidArgumentError, match="multiple of 8"):
         winograd.winograd_conv3x3(x, tf.zeros([3, 3, 12, 8]), tf.zeros([8]), 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="kernel must be"):
+        winograd.winograd_conv3x3(tf.zeros([1, 8, 8, 8]), tf.zeros([3, 3, 16, 8]), tf.zeros([8]), 4)
 
 
 def graph_ops(fn, *args):
@@ -136,3 +129,20 @@ def test_training_and_plain_calls_keep_the_stock_convolution():
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(model(x, training=True))
     assert all(g is not None for g in tape.gradient(loss, model.trainable_variables))
+
+
+def test_a_changed_kernel_is_seen_by_the_same_graph():
+    """The op reuses its kernel transform only while the kernel's values are unchanged."""
+    conv = conv2d(16)
+    build_conv(conv, 8)
+    x = tf.random.normal([1, 9, 11, 8])
+
+    @tf.function
+    def scoped(v):
+        with winograd.scope(4):
+            return conv(v)
+    first = scoped(x).numpy()
+    np.testing.assert_allclose(first, conv(x).numpy(), atol=2e-5)
+    conv.kernel.assign(conv.kernel * -2.0)
+    np.testing.assert_allclose(scoped(x).numpy(), conv(x).numpy(), atol=4e-5)
+    assert np.abs(scoped(x).numpy() - first).max() > 0.1

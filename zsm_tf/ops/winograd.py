@@ -24,18 +24,10 @@ import contextlib
 import threading
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 TILES = (2, 4)
 OP_NAME = "ZsmTf>WinogradConv3x3"
-
-# G of F(m, 3): the kernel transform U = G g G^T ((m+2) x 3)
-_G = {
-    2: np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float64),
-    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                 [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
-}
 
 _state = threading.local()
 
@@ -86,16 +78,6 @@ def eligible(conv, x) -> bool:
     return layer_ok and channels is not None and channels % 8 == 0
 
 
-def transform_kernel(kernel, tile: int = 2):
-    """kernel [3, 3, C, K] -> U [(tile+2)^2, C, Kp]: G g G^T per (C, K), the output channels
-    zero-padded to Kp, a multiple of 16 (the op's GEMM block)."""
-    a = tile + 2
-    gg = tf.constant(np.kron(_G[tile], _G[tile]), kernel.dtype)   # [a*a, 9]: U = (G x G) vec(g)
-    c, k = tf.shape(kernel)[2], tf.shape(kernel)[3]
-    u = tf.reshape(tf.matmul(gg, tf.reshape(kernel, [9, c * k])), [a * a, c, k])
-    return tf.pad(u, [[0, 0], [0, 0], [0, (-k) % 16]])
-
-
 def winograd_conv3x3(x, kernel, bias, tile: int = 2, negative_slope: float = 1.0):
     """max(y, negative_slope * y) for y = conv3x3_same(x, kernel) + bias, by Winograd F(tile, 3).
     x [N, H, W, C] float32 (C a multiple of 8) -> [N, H, W, K]. Raises RuntimeError when the
@@ -104,4 +86,4 @@ def winograd_conv3x3(x, kernel, bias, tile: int = 2, negative_slope: float = 1.0
     if op is None:
         raise RuntimeError("the compiled Winograd convolution is unavailable "
                            "(zsm_tf.ops.custom_op.unavailable_reason())")
-    return op(x, transform_kernel(kernel, tile), bias, tile=tile, negative_slope=negative_slope)
+    return op(x, kernel, bias, tile=tile, negative_slope=negative_slope)

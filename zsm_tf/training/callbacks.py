@@ -141,11 +141,18 @@ class ValidationCallback(StepCallback):
 
     def _predict_fn(self):
         if self._predict is None:
+            from zsm_tf.ops.winograd import scope
+            from zsm_tf.precision import resolve_winograd
+
             model = self.model
+            # the upscaler's Winograd convolutions where they apply (float32 on a CPU)
+            dtype = getattr(model, "compute_dtype", "float32")
+            tile = resolve_winograd("auto", "float32" if dtype == "float32" else dtype)
 
             @tf.function(reduce_retracing=True)
             def predict(x):
-                return tf.cast(model(x, training=False), tf.float32)
+                with scope(tile):
+                    return tf.cast(model(x, training=False), tf.float32)
 
             self._predict = predict
         return self._predict
