@@ -173,8 +173,11 @@ struct Winograd {
 
   // rows of tiles [begin, end) over all images (row index = n * tile_rows + ty); the outputs
   // are max(conv + bias, slope * (conv + bias)): slope 1 none, 0 ReLU, 0.1 LeakyReLU(0.1)
-  static void run(const Shape& s, const float* x, const float* u, const float* bias, float* y,
-                  int64_t begin, int64_t end, float slope = 1.f) {
+  // The input is the channel concatenation of `parts` tensors xs[i] [N, H, W, cs[i]] (each cs[i]
+  // a multiple of 8, summing to s.c): the concatenation is never made.
+  static void run(const Shape& s, const float* const* xs, const int64_t* cs, int parts,
+                  const float* u, const float* bias, float* y, int64_t begin, int64_t end,
+                  float slope = 1.f) {
     const v8 sv = splat(slope);
     const int64_t th = tile_rows(s), tw = tile_cols(s), C = s.c, K = s.k, Kp = s.kp;
     std::vector<float> vbuf(static_cast<size_t>(P) * kChunk * C);
@@ -182,7 +185,6 @@ struct Winograd {
     v8 d[A * A], t[A * A];
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / th, ty = row % th;
-      const float* xn = x + n * s.h * s.w * C;
       float* yn = y + n * s.h * s.w * K;
       for (int64_t tx0 = 0; tx0 < tw; tx0 += kChunk) {
         const int64_t nt = std::min<int64_t>(kChunk, tw - tx0);
@@ -195,26 +197,30 @@ struct Winograd {
             continue;
           }
           const int64_t y0 = ty * M - 1, x0 = (tx0 + ti) * M - 1;
-          const float* src[A * A];  // each input position's pixel, or null outside the image
-          bool interior = true;
-          for (int i = 0; i < A; ++i) {
-            for (int j = 0; j < A; ++j) {
-              const int64_t yy = y0 + i, xx = x0 + j;
-              const bool in = yy >= 0 && yy < s.h && xx >= 0 && xx < s.w;
-              src[i * A + j] = in ? xn + (yy * s.w + xx) * C : nullptr;
-              interior = interior && in;
+          for (int part = 0, coff = 0; part < parts; coff += static_cast<int>(cs[part]), ++part) {
+            const int64_t cp = cs[part];
+            const float* xn = xs[part] + n * s.h * s.w * cp;
+            const float* src[A * A];  // each input position's pixel, or null outside the image
+            bool interior = true;
+            for (int i = 0; i < A; ++i) {
+              for (int j = 0; j < A; ++j) {
+                const int64_t yy = y0 + i, xx = x0 + j;
+                const bool in = yy >= 0 && yy < s.h && xx >= 0 && xx < s.w;
+                src[i * A + j] = in ? xn + (yy * s.w + xx) * cp : nullptr;
+                interior = interior && in;
+              }
             }
-          }
-          float* vt = &vbuf[ti * C];
-          if (interior) {
-            for (int64_t c = 0; c < C; c += 8) {
-              for (int q = 0; q < A * A; ++q) d[q] = load8(src[q] + c);
-              input_tile(d, t, vt + c, C);
-            }
-          } else {
-            for (int64_t c = 0; c < C; c += 8) {
-              for (int q = 0; q < A * A; ++q) d[q] = src[q] ? load8(src[q] + c) : splat(0.f);
-              input_tile(d, t, vt + c, C);
+            float* vt = &vbuf[ti * C + coff];
+            if (interior) {
+              for (int64_t c = 0; c < cp; c += 8) {
+                for (int q = 0; q < A * A; ++q) d[q] = load8(src[q] + c);
+                input_tile(d, t, vt + c, C);
+              }
+            } else {
+              for (int64_t c = 0; c < cp; c += 8) {
+                for (int q = 0; q < A * A; ++q) d[q] = src[q] ? load8(src[q] + c) : splat(0.f);
+                input_tile(d, t, vt + c, C);
+              }
             }
           }
         }

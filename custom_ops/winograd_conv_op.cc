@@ -1,7 +1,8 @@
 // TensorFlow op of the Winograd 3x3 convolution (winograd_conv.h), CPU only, inference only:
 //
-//   ZsmTf>WinogradConv3x3(input [N,H,W,C], kernel [3,3,C,K], bias [K])
-//       -> output [N,H,W,K] = max(conv, negative_slope * conv), conv = 3x3 "same" conv + bias
+//   ZsmTf>WinogradConv3x3(inputs: N tensors [B,H,W,C_i], kernel [3,3,C,K], bias [K])
+//       -> output [B,H,W,K] = max(conv, negative_slope * conv), conv = 3x3 "same" conv + bias
+//          of the inputs' channel concatenation (C = sum C_i; the concatenation is never made)
 //
 // attrs: tile (m: 2 or 4), negative_slope (1: no activation, 0: ReLU, 0.1: LeakyReLU(0.1)).
 // The op transforms the kernel itself (U = G g G^T), so it is one graph node, cheap to trace;
@@ -30,16 +31,18 @@ using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
 REGISTER_OP("ZsmTf>WinogradConv3x3")
-    .Input("input: float")
+    .Input("inputs: N * float")
     .Input("kernel: float")
     .Input("bias: float")
     .Output("output: float")
+    .Attr("N: int >= 1")
     .Attr("tile: int = 2")
     .Attr("negative_slope: float = 1.0")
     .SetShapeFn([](InferenceContext* c) {
+      const int n = c->num_inputs() - 2;
       ShapeHandle in, bias;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &bias));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(n + 1), 1, &bias));
       ShapeHandle out;
       TF_RETURN_IF_ERROR(c->ReplaceDim(in, 3, c->Dim(bias, 0), &out));
       c->set_output(0, out);
@@ -59,21 +62,37 @@ class WinogradConv3x3Op : public OpKernel {
   }
 
   void Compute(OpKernelContext* c) override {
-    const Tensor& x = c->input(0);
-    const Tensor& kernel = c->input(1);
-    const Tensor& bias = c->input(2);
+    OpInputList xs;
+    OP_REQUIRES_OK(c, c->input_list("inputs", &xs));
+    const Tensor& x = xs[0];
+    const Tensor& kernel = c->input(xs.size());
+    const Tensor& bias = c->input(xs.size() + 1);
     const int a = tile_ + 2;
-    OP_REQUIRES(c, x.dims() == 4, errors::InvalidArgument("input must be [N, H, W, C]"));
+    std::vector<const float*> parts;
+    std::vector<int64_t> part_channels;
+    int64_t channels = 0;
+    for (int i = 0; i < xs.size(); ++i) {
+      const Tensor& xi = xs[i];
+      OP_REQUIRES(c, xi.dims() == 4, errors::InvalidArgument("inputs must be [N, H, W, C]"));
+      OP_REQUIRES(c, i == 0 || (xi.dim_size(0) == x.dim_size(0) && xi.dim_size(1) == x.dim_size(1)
+                                && xi.dim_size(2) == x.dim_size(2)),
+                  errors::InvalidArgument("inputs must share N, H, W: ", x.shape().DebugString(),
+                                          " vs ", xi.shape().DebugString()));
+      OP_REQUIRES(c, xi.dim_size(3) % 8 == 0,
+                  errors::InvalidArgument("input channels must be a multiple of 8, got ",
+                                          xi.dim_size(3)));
+      parts.push_back(xi.flat<float>().data());
+      part_channels.push_back(xi.dim_size(3));
+      channels += xi.dim_size(3);
+    }
     OP_REQUIRES(c, bias.dims() == 1 && bias.dim_size(0) > 0,
                 errors::InvalidArgument("bias must be [K], got ", bias.shape().DebugString()));
-    const int64_t channels = x.dim_size(3), filters = bias.dim_size(0);
+    const int64_t filters = bias.dim_size(0);
     OP_REQUIRES(c, kernel.shape() == TensorShape({3, 3, channels, filters}),
                 errors::InvalidArgument("kernel must be [3, 3, ", channels, ", ", filters,
                                         "], got ", kernel.shape().DebugString()));
     zsm_winograd::Shape s{x.dim_size(0), x.dim_size(1), x.dim_size(2), channels, filters,
                           (filters + 15) / 16 * 16};
-    OP_REQUIRES(c, s.c % 8 == 0, errors::InvalidArgument("input channels must be a multiple of "
-                                                         "8, got ", s.c));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({s.n, s.h, s.w, s.k}), &y));
     if (y->NumElements() == 0) return;
@@ -96,13 +115,13 @@ class WinogradConv3x3Op : public OpKernel {
       }
       u = u_;
     }
-    const float* xp = x.flat<float>().data();
     const float* bp = bias.flat<float>().data();
     float* yp = y->flat<float>().data();
+    const int n_parts = static_cast<int>(parts.size());
     if (tile_ == 2) {
-      Run<2>(w, s, xp, u->data(), bp, yp, slope_);
+      Run<2>(w, s, parts.data(), part_channels.data(), n_parts, u->data(), bp, yp, slope_);
     } else {
-      Run<4>(w, s, xp, u->data(), bp, yp, slope_);
+      Run<4>(w, s, parts.data(), part_channels.data(), n_parts, u->data(), bp, yp, slope_);
     }
   }
 
@@ -118,12 +137,13 @@ class WinogradConv3x3Op : public OpKernel {
 
   template <int M>
   static void Run(const DeviceBase::CpuWorkerThreads* w, const zsm_winograd::Shape& s,
-                  const float* x, const float* u, const float* bias, float* y, float slope) {
+                  const float* const* xs, const int64_t* cs, int parts, const float* u,
+                  const float* bias, float* y, float slope) {
     using W = zsm_winograd::Winograd<M>;
     const int64_t rows = s.n * W::tile_rows(s);
     const int64_t cost = W::tile_cols(s) * W::P * s.c * s.kp * 2;  // per row of tiles
     Shard(w->num_threads, w->workers, rows, cost, [&](int64_t begin, int64_t end) {
-      W::run(s, x, u, bias, y, begin, end, slope);
+      W::run(s, xs, cs, parts, u, bias, y, begin, end, slope);
     });
   }
 

@@ -146,3 +146,27 @@ def test_a_changed_kernel_is_seen_by_the_same_graph():
     conv.kernel.assign(conv.kernel * -2.0)
     np.testing.assert_allclose(scoped(x).numpy(), conv(x).numpy(), atol=4e-5)
     assert np.abs(scoped(x).numpy() - first).max() > 0.1
+
+
+@pytest.mark.parametrize("tile", winograd.TILES)
+def test_op_convolves_a_channel_concatenation_without_making_it(tile):
+    from zsm_tf.layers.common import conv_concat
+
+    rng = np.random.default_rng(tile)
+    parts = [tf.constant(rng.normal(size=(2, 13, 17, c)), tf.float32) for c in (8, 24, 16)]
+    kernel = tf.constant(rng.normal(size=(3, 3, 48, 20)) / 20, tf.float32)
+    bias = tf.constant(rng.normal(size=20), tf.float32)
+    want = reference(tf.concat(parts, -1), kernel, bias, 0.1).numpy()
+    got = winograd.winograd_conv3x3(parts, kernel, bias, tile, 0.1).numpy()
+    assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+    conv = conv2d(20)
+    build_conv(conv, 48)
+
+    def scoped(a, b, c):
+        with winograd.scope(tile):
+            return conv_concat(conv, [a, b, c], 0.1)
+    assert winograd.OP_NAME in graph_ops(scoped, *parts)
+    np.testing.assert_allclose(tf.function(scoped)(*parts).numpy(),
+                               tf.nn.leaky_relu(conv(tf.concat(parts, -1)), 0.1).numpy(), atol=2e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="share"):
+        winograd.winograd_conv3x3([parts[0], parts[1][:, 1:]], kernel[:, :, :32], bias, tile)

@@ -8,8 +8,9 @@ import os
 
 # oneDNN's CPU kernels: TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or
 # AMX; on AVX2-only CPUs they made the network ~1.3x faster on one host (outputs within float
-# rounding) and cut its page faults; on a Zen 2 host the ConvLSTM 1.27x and the motion base 5x,
-# while the reconstruction is XLA-compiled (zsm_tf.precision.resolve_jit), where oneDNN is slow.
+# rounding) and cut its page faults; on a Zen 2 host the ConvLSTM 1.27x and the motion base 5x.
+# At inference in float32 the 3x3 convolutions run as our Winograd op instead
+# (zsm_tf.precision.resolve_winograd); oneDNN keeps the rest (the deformable GEMMs, strided convs).
 # Read once, when TensorFlow is first imported: so it takes effect when zsm_tf is imported
 # before TensorFlow (the commands always do); a value the user set wins (TF_ENABLE_ONEDNN_OPTS=0
 # turns them off).

@@ -49,6 +49,24 @@ def conv_lrelu(conv, x):
     return conv(x, negative_slope=LRELU_SLOPE)
 
 
+def conv_concat(conv, parts, negative_slope=None):
+    """``conv(tf.concat(parts, -1))`` (then a LeakyReLU of ``negative_slope``, if given): inside
+    :func:`zsm_tf.ops.winograd.scope` the Winograd op reads the parts itself and the
+    concatenation is never made."""
+    from zsm_tf.ops import winograd
+
+    tile = winograd.active_tile()
+    if tile and isinstance(conv, Conv2D) and winograd.eligible(conv, parts):
+        slope = 1.0 if negative_slope is None else float(negative_slope)
+        return winograd.winograd_conv3x3(parts, conv.kernel, conv.bias, tile, slope)
+    return conv(tf.concat(parts, -1), negative_slope=negative_slope)
+
+
+def conv_concat_lrelu(conv, parts):
+    """``lrelu(conv(tf.concat(parts, -1)))``, see :func:`conv_concat`."""
+    return conv_concat(conv, parts, LRELU_SLOPE)
+
+
 def conv2d(filters, kernel_size=3, name=None, kernel_initializer=None, dtype=None):
     """Stride-1 convolution with PyTorch's symmetric ``kernel_size // 2`` padding ("same")."""
     return Conv2D(

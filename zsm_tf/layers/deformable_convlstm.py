@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zsm_tf.layers.common import build_conv, conv2d, conv_params
+from zsm_tf.layers.common import build_conv, conv2d, conv_concat, conv_params
 from zsm_tf.layers.feature_extractor import FeaturePyramid
 from zsm_tf.layers.frame_interpolation import FrameFeatureInterpolation
 
@@ -76,7 +76,7 @@ class DeformableConvLSTMCell(keras.layers.Layer):
         h, c = states
         h = self.pcd_h(x, h)
         c = self.pcd_c(x, c)
-        i, f, o, g = tf.split(self.conv(tf.concat([x, h], -1)), 4, axis=-1)
+        i, f, o, g = tf.split(conv_concat(self.conv, [x, h]), 4, axis=-1)
         c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
         return h, [h, c]

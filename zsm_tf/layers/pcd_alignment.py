@@ -4,7 +4,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zsm_tf.layers.common import build_conv, conv2d, conv_lrelu, conv_params, lrelu, upsample2x_bilinear
+from zsm_tf.layers.common import (
+    build_conv,
+    conv2d,
+    conv_concat,
+    conv_concat_lrelu,
+    conv_lrelu,
+    conv_params,
+    lrelu,
+    upsample2x_bilinear,
+)
 from zsm_tf.layers.deformable_conv import DeformableConv2D
 
 # (name, input channels as a multiple of nf) of the plain convs, per direction suffix
@@ -49,21 +58,21 @@ class PCDAlign(keras.layers.Layer):
         """Aligns pyramid ``fea1`` to ``fea2`` with the direction-``d`` weights: [B, H, W, nf]."""
         L = lambda name: getattr(self, f"{name}_{d}")  # noqa: E731
         # L3
-        off3 = conv_lrelu(L("L3_offset_conv1"), tf.concat([fea1[2], fea2[2]], -1))
+        off3 = conv_concat_lrelu(L("L3_offset_conv1"), [fea1[2], fea2[2]])
         off3 = conv_lrelu(L("L3_offset_conv2"), off3)
         fea3 = lrelu(L("L3_dcnpack")(fea1[2], off3))
         # L2
-        off2 = conv_lrelu(L("L2_offset_conv1"), tf.concat([fea1[1], fea2[1]], -1))
-        off2 = conv_lrelu(L("L2_offset_conv2"), tf.concat([off2, upsample2x_bilinear(off3) * 2], -1))
+        off2 = conv_concat_lrelu(L("L2_offset_conv1"), [fea1[1], fea2[1]])
+        off2 = conv_concat_lrelu(L("L2_offset_conv2"), [off2, upsample2x_bilinear(off3) * 2])
         off2 = conv_lrelu(L("L2_offset_conv3"), off2)
         fea2_ = L("L2_dcnpack")(fea1[1], off2)
-        fea2_ = conv_lrelu(L("L2_fea_conv"), tf.concat([fea2_, upsample2x_bilinear(fea3)], -1))
+        fea2_ = conv_concat_lrelu(L("L2_fea_conv"), [fea2_, upsample2x_bilinear(fea3)])
         # L1
-        off1 = conv_lrelu(L("L1_offset_conv1"), tf.concat([fea1[0], fea2[0]], -1))
-        off1 = conv_lrelu(L("L1_offset_conv2"), tf.concat([off1, upsample2x_bilinear(off2) * 2], -1))
+        off1 = conv_concat_lrelu(L("L1_offset_conv1"), [fea1[0], fea2[0]])
+        off1 = conv_concat_lrelu(L("L1_offset_conv2"), [off1, upsample2x_bilinear(off2) * 2])
         off1 = conv_lrelu(L("L1_offset_conv3"), off1)
         fea1_ = L("L1_dcnpack")(fea1[0], off1)
-        return L("L1_fea_conv")(tf.concat([fea1_, upsample2x_bilinear(fea2_)], -1))
+        return conv_concat(L("L1_fea_conv"), [fea1_, upsample2x_bilinear(fea2_)])
 
     def call(self, fea1, fea2):
         return tf.concat([self._align(fea1, fea2, 1), self._align(fea2, fea1, 2)], -1)

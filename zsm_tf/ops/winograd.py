@@ -63,27 +63,31 @@ def available() -> bool:
 
 
 def eligible(conv, x) -> bool:
-    """Whether the Keras ``Conv2D`` ``conv`` applied to ``x`` can run as this op: a 3x3,
-    stride-1, dilation-1, "same", channels-last, float32 convolution with a bias and no
-    activation, with a multiple of 8 input channels."""
+    """Whether the Keras ``Conv2D`` ``conv`` applied to ``x`` (a tensor, or a list of tensors
+    whose channel concatenation it convolves) can run as this op: a 3x3, stride-1, dilation-1,
+    "same", channels-last, float32 convolution with a bias and no activation, each input with a
+    multiple of 8 channels."""
+    parts = list(x) if isinstance(x, (list, tuple)) else [x]
     kernel = getattr(conv, "kernel", None)
-    if kernel is None or kernel.dtype != tf.float32 or x.dtype != tf.float32:
+    if kernel is None or kernel.dtype != tf.float32 or any(p.dtype != tf.float32 for p in parts):
         return False
     layer_ok = (tuple(conv.kernel_size) == (3, 3) and tuple(conv.strides) == (1, 1)
                 and tuple(conv.dilation_rate) == (1, 1) and conv.padding == "same"
                 and conv.data_format == "channels_last" and conv.groups == 1
                 and conv.use_bias
                 and conv.activation in (None, keras.activations.linear))
-    channels = x.shape[-1] if x.shape.rank == 4 else None
-    return layer_ok and channels is not None and channels % 8 == 0
+    channels = [p.shape[-1] if p.shape.rank == 4 else None for p in parts]
+    return layer_ok and all(c is not None and c % 8 == 0 for c in channels)
 
 
 def winograd_conv3x3(x, kernel, bias, tile: int = 2, negative_slope: float = 1.0):
     """max(y, negative_slope * y) for y = conv3x3_same(x, kernel) + bias, by Winograd F(tile, 3).
-    x [N, H, W, C] float32 (C a multiple of 8) -> [N, H, W, K]. Raises RuntimeError when the
-    compiled op is unavailable (check :func:`available`)."""
+    x [N, H, W, C] float32 (C a multiple of 8), or a list of such tensors whose channel
+    concatenation is convolved (without making it) -> [N, H, W, K]. Raises RuntimeError when
+    the compiled op is unavailable (check :func:`available`)."""
     op = _op()
     if op is None:
         raise RuntimeError("the compiled Winograd convolution is unavailable "
                            "(zsm_tf.ops.custom_op.unavailable_reason())")
-    return op(x, kernel, bias, tile=tile, negative_slope=negative_slope)
+    parts = list(x) if isinstance(x, (list, tuple)) else [x]
+    return op(parts, kernel, bias, tile=tile, negative_slope=negative_slope)
