@@ -115,3 +115,29 @@ def test_train_interrupted_while_tracing(tmp_path):
     line = last_line(err)
     assert line.startswith("train.py: error: interrupted; run the same command again to resume"), err
     assert b"Building the model" in b"".join(out)    # said what it does before the silent part
+
+
+def test_a_swallowed_interrupt_still_ends_the_command_130_or_143(monkeypatch, capsys):
+    """A signal whose exception C code swallowed (a SystemError from ``__import__`` under
+    ``tf.nest``) still ends the command with its status and line; loops re-raise it."""
+    import argparse
+
+    from zsm_tf import interrupts
+    from zsm_tf.commands.common import run_command
+
+    for key, value in (("installed", True), ("handled", True), ("acked", False),
+                       ("signum", signal.SIGTERM)):
+        monkeypatch.setitem(interrupts._state, key, value)
+
+    def exit_now(status):
+        raise SystemExit(status)
+    monkeypatch.setattr(interrupts, "exit_now", exit_now)
+    with pytest.raises(interrupts.Terminated):
+        interrupts.raise_pending()
+    with pytest.raises(SystemExit) as e:
+        run_command("zsm-tf x", argparse.ArgumentParser(), lambda args: 0, [],
+                    interrupt_hint=lambda args: "run the same command again")
+    assert e.value.code == 143
+    assert "zsm-tf x: error: terminated; run the same command again" in capsys.readouterr().err
+    assert interrupts.pending() is None   # acknowledged
+    interrupts.raise_pending()            # nothing pending: no raise

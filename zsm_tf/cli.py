@@ -41,7 +41,9 @@ def main(argv=None) -> int:
 
             quiet_tf()
         module = importlib.import_module(COMMANDS[name][0])
-    except KeyboardInterrupt as e:   # Ctrl-C / SIGTERM while starting: nothing to keep
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt as e:   # Ctrl-C / SIGTERM while starting (importing, parsing the
+        # arguments: before the command's own handling begins): nothing to keep
         from zsm_tf.interrupts import Terminated, acknowledge, exit_now, installed
 
         acknowledge()
@@ -52,7 +54,6 @@ def main(argv=None) -> int:
         if installed():
             exit_now(status)
         return status
-    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":

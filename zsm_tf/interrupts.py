@@ -37,7 +37,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _state = {"installed": False, "prog": "zsm-tf", "hint": None, "handled": False, "acked": False,
-          "grace": GRACE_S}
+          "grace": GRACE_S, "signum": None}
 
 
 def word(sig) -> str:
@@ -72,7 +72,23 @@ def _handler(signum, frame):
                          "same command again to resume")
         exit_now(STATUS[signum])
     _state["handled"] = True
+    _state["signum"] = signum
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def pending() -> Optional[int]:
+    """The signal that was raised and not yet caught by the command (:func:`acknowledge`), or
+    None. Set when the exception was swallowed: raised inside C code that called back into
+    Python (``__import__`` under ``tf.nest``: a SystemError there) or in a ``__del__``."""
+    return _state["signum"] if _state["handled"] and not _state["acked"] else None
+
+
+def raise_pending() -> None:
+    """Raises the interrupt again if one was swallowed (:func:`pending`): long loops call it at
+    safe points (each training step), so a swallowed Ctrl-C still stops them there."""
+    signum = pending()
+    if signum is not None:
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _message(signum, hint=None) -> None:

@@ -67,6 +67,13 @@ def run_command(prog, parser, run, argv=None, status=1, interrupt_hint=None) -> 
     if interrupt_hint is not None:
         interrupts.set_context(hint=lambda: interrupt_hint(args))
     status = _run_command(prog, run, args, status, interrupt_hint)
+    swallowed = interrupts.pending() if interrupts.installed() else None
+    if swallowed is not None:   # a signal whose exception something swallowed: still an interrupt
+        interrupts.acknowledge()
+        hint = interrupt_hint(args) if interrupt_hint is not None else None
+        word = interrupts.word(swallowed)
+        print(f"{prog}: error: {word}{'; ' + hint if hint else ''}", file=sys.stderr)
+        status = interrupts.STATUS[swallowed]
     if interrupts.installed() and (status in (130, 143) or interrupts.busy_threads()):
         interrupts.exit_now(status)   # no interpreter teardown under a thread still in TensorFlow
     return status

@@ -38,6 +38,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from zsm_tf import interrupts
 from zsm_tf.run_dir import RunDir
 from zsm_tf.training.callbacks import CheckpointCallback, TrainingLog, ValidationCallback
 from zsm_tf.training.strategy import worker_info
@@ -220,6 +221,7 @@ class Trainer:
                     it = int(self.optimizer.iterations.numpy())
                     lr = float(self.schedule.value(it))
                     loss = float(train_step(iterator))
+                    interrupts.raise_pending()   # a Ctrl-C swallowed while tracing the step
                     step += 1
                     samples += self.global_batch
                     if not math.isfinite(loss):
