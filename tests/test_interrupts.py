@@ -141,3 +141,10 @@ def test_a_swallowed_interrupt_still_ends_the_command_130_or_143(monkeypatch, ca
     assert "zsm-tf x: error: terminated; run the same command again" in capsys.readouterr().err
     assert interrupts.pending() is None   # acknowledged
     interrupts.raise_pending()            # nothing pending: no raise
+    monkeypatch.setitem(interrupts._state, "handled", False)
+    monkeypatch.setitem(interrupts._state, "acked", False)
+    with interrupts.deferred():           # recorded, not raised, inside deferred()
+        interrupts._handler(signal.SIGINT, None)
+    assert interrupts.pending() == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.raise_pending()

@@ -21,6 +21,7 @@ A command run as a process (``zsm-tf ...``, ``python train.py``, ``python export
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -37,7 +38,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _state = {"installed": False, "prog": "zsm-tf", "hint": None, "handled": False, "acked": False,
-          "grace": GRACE_S, "signum": None}
+          "grace": GRACE_S, "signum": None, "defer": 0}
 
 
 def word(sig) -> str:
@@ -73,7 +74,22 @@ def _handler(signum, frame):
         exit_now(STATUS[signum])
     _state["handled"] = True
     _state["signum"] = signum
+    if _state["defer"]:   # inside deferred(): recorded, raised by raise_pending() afterwards
+        return
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def deferred():
+    """Signals inside are recorded, not raised: for calls into TensorFlow that call back into
+    Python (tracing a step), where an exception raised by the handler can be swallowed or printed
+    by C code. Call :func:`raise_pending` after; the watchdog still ends a call that outlasts
+    the grace period."""
+    _state["defer"] += 1
+    try:
+        yield
+    finally:
+        _state["defer"] -= 1
 
 
 def pending() -> Optional[int]:

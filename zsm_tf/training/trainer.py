@@ -220,8 +220,9 @@ class Trainer:
                 while step < total:
                     it = int(self.optimizer.iterations.numpy())
                     lr = float(self.schedule.value(it))
-                    loss = float(train_step(iterator))
-                    interrupts.raise_pending()   # a Ctrl-C swallowed while tracing the step
+                    with interrupts.deferred():   # not raised inside TF's C code (tracing)
+                        loss = float(train_step(iterator))
+                    interrupts.raise_pending()
                     step += 1
                     samples += self.global_batch
                     if not math.isfinite(loss):
