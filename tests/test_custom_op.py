@@ -488,3 +488,21 @@ def test_makefile_takes_the_build_flags_from_the_library():
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if "deform_im2col_op.cc" in ln)
     assert " ".join(cflags) in line and line.rstrip().endswith(" ".join(lflags))
+
+
+def test_build_flags_leave_out_avx512_fp16_that_tensorflows_eigen_cannot_compile():
+    """-march=native on an AVX512-FP16 CPU (Sapphire Rapids) turned on Eigen's FP16 packets,
+    which do not compile (the op fell back to tf.gather on such machines): every compiler that
+    knows the extension is told to leave it out; older ones are not given an unknown flag."""
+    from zsm_tf.ops.custom_op import build_flags
+
+    for version, expect in [("g++ (Debian 12.2.0-14+deb12u1) 12.2.0", True),
+                            ("g++ (GCC) 13.3.0", True),
+                            ("g++ (Ubuntu 11.4.0-1ubuntu1~22.04) 11.4.0", False),
+                            ("Ubuntu clang version 14.0.0-1ubuntu1", True),
+                            ("clang version 13.0.1", False)]:
+        cflags, _ = build_flags(version, "native")
+        assert ("-mno-avx512fp16" in cflags) == expect, version
+        if expect:
+            assert cflags.index("-mno-avx512fp16") > cflags.index("-march=native")
+        assert "-mno-avx512fp16" not in build_flags(version, "")[0]

@@ -73,13 +73,36 @@ def test_charbonnier_and_schedule():
         float(charbonnier(x, y)) * 2 * 3 * 4 * 4 * 3, rel=1e-5)
 
 
+def test_new_frame_weight_weighs_the_interpolated_frames():
+    """train.new_frame_weight: the interpolated frames' (odd indices) Charbonnier values count
+    that many times the input frames', the weights' mean stays 1 (weight 1: the plain loss)."""
+    from zsm_tf.recipe import new_frame_weights
+
+    w = new_frame_weights(7, 3.0).numpy()
+    assert w.mean() == pytest.approx(1.0) and w[1] == pytest.approx(3 * w[0])
+    assert list(w[::2]) == [w[0]] * 4 and list(w[1::2]) == [w[1]] * 3
+    x = tf.zeros([2, 7, 4, 4, 3])
+    y = tf.concat([tf.fill([2, 1, 4, 4, 3], 0.5 * (t % 2)) for t in range(7)], axis=1)
+    per_frame = np.array([math.sqrt((0.5 * (t % 2)) ** 2 + 1e-6) for t in range(7)])
+    assert float(charbonnier(x, y, frame_weights=w)) == pytest.approx(
+        float(np.mean(per_frame * w)), rel=1e-5)
+    assert float(charbonnier(x, y, frame_weights=new_frame_weights(7, 1.0))) == pytest.approx(
+        float(charbonnier(x, y)), rel=1e-6)
+    assert float(charbonnier(x, y, reduction="sum", frame_weights=w)) == pytest.approx(
+        float(np.sum(per_frame * w)) * 2 * 4 * 4 * 3, rel=1e-5)
+    for bad in (0, -1.0, "3", True):
+        with pytest.raises(ValueError, match="new_frame_weight"):
+            load_config(overrides={"train": {"new_frame_weight": bad}})
+    assert load_config(ROOT / "configs" / "motion_newframes.yaml")["train"]["new_frame_weight"] == 3
+
+
 def test_loss_falls_on_a_tiny_fixed_set(tmp_path):
     from zsm_tf.training.trainer import Trainer
 
     cfg = load_config(SMOKE, {"data": {"source": "synthetic:2", "augment": None,
                                        "val_clips": 0},
                               "train": {"steps": 30, "lr": 3e-3, "checkpoint_every": 0,
-                                        "print_every": 10}})
+                                        "print_every": 10, "new_frame_weight": 2.0}})
     result = Trainer(cfg, output_dir=tmp_path / "run", verbose=False).fit()
     losses = result["losses"]
     assert len(losses) == 30 and all(map(math.isfinite, losses))

@@ -47,7 +47,8 @@ def held_out_clips(videos, frames):
 
 
 def training_history(run) -> dict:
-    """{steps, validation: [[step, psnr, base psnr]], loss: [[step, loss]] every 10th step,
+    """{steps, validation: [[step, psnr, base psnr]], validation_new_frames: [[step, psnr of the
+    interpolated frames]] (runs that logged it), loss: [[step, loss]] every 10th step,
     wall_seconds} from a run dir's TensorBoard logs (logs/train, logs/validation); {} without."""
     import tensorflow as tf
     from tensorflow.core.util import event_pb2
@@ -62,7 +63,7 @@ def training_history(run) -> dict:
             for rec in tf.data.TFRecordDataset(str(f)):
                 e = event_pb2.Event.FromString(rec.numpy())
                 for v in e.summary.value:
-                    if v.tag in ("loss", "psnr", "psnr_bicubic"):
+                    if v.tag in ("loss", "psnr", "psnr_bicubic", "psnr_new"):
                         value = float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
                         scalars.setdefault(v.tag, {})[int(e.step)] = round(value, 5)
                         if part == "train":
@@ -71,8 +72,10 @@ def training_history(run) -> dict:
         return {}
     loss = scalars.get("loss", {})
     psnr, base = scalars.get("psnr", {}), scalars.get("psnr_bicubic", {})
+    new = scalars.get("psnr_new", {})
     return {"steps": max(loss) if loss else None,
             "validation": [[s, psnr[s], base.get(s)] for s in sorted(psnr)],
+            **({"validation_new_frames": [[s, new[s]] for s in sorted(new)]} if new else {}),
             "loss": [[s, loss[s]] for s in sorted(loss) if s % 10 == 0],
             "wall_seconds": round(max(times) - min(times), 1) if len(times) > 1 else None}
 

@@ -390,7 +390,23 @@ def build_flags(cxx_version: str, march: str) -> tuple[list[str], list[str]]:
         cflags.append("-Wno-interference-size")  # from Eigen headers with g++ >= 12
     if march:
         cflags.append(f"-march={march}")
+        # TensorFlow's bundled Eigen does not compile its AVX512-FP16 packets (Sapphire Rapids
+        # and newer: "expected initializer before '<' token" in PacketMathFP16.h); the kernels
+        # use no half-precision arithmetic, so build without that ISA extension.
+        major = _compiler_major(cxx_version)
+        if major is not None and major >= (14 if "clang" in cxx_version.lower() else 12):
+            cflags.append("-mno-avx512fp16")
     return cflags, tf.sysconfig.get_link_flags()
+
+
+def _compiler_major(cxx_version: str):
+    """The major version in a compiler's ``--version`` text (``g++ (Debian 12.2.0-14) 12.2.0``,
+    ``clang version 17.0.6``), or None."""
+    import re
+
+    first = cxx_version.splitlines()[0] if cxx_version else ""
+    m = re.search(r"(?:\)\s+|version\s+)(\d+)\.\d+", first)
+    return int(m.group(1)) if m else None
 
 
 def _compiler() -> tuple[str, str]:

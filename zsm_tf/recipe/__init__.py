@@ -4,11 +4,12 @@
 Apart from :mod:`zsm_tf.training` so that the model's ``compile()`` defaults
 (:func:`compile_defaults`) need no import of the training package, which imports the model.
 """
-from zsm_tf.recipe.loss import CharbonnierLoss, charbonnier, charbonnier_per_sample, replica_loss
+from zsm_tf.recipe.loss import CharbonnierLoss, charbonnier, charbonnier_per_sample, new_frame_weights, replica_loss
 from zsm_tf.recipe.optimizer import TorchAdam, make_adam
 from zsm_tf.recipe.schedule import CosineAnnealingRestarts
 
-__all__ = ["CharbonnierLoss", "charbonnier", "charbonnier_per_sample", "replica_loss",
+__all__ = ["CharbonnierLoss", "charbonnier", "charbonnier_per_sample", "new_frame_weights",
+           "replica_loss",
            "TorchAdam", "make_adam", "CosineAnnealingRestarts", "compile_defaults"]
 
 

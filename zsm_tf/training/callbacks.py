@@ -123,7 +123,8 @@ class ValidationCallback(StepCallback):
     [B, N, h, w, 3] / ``hr`` [B, 2N-1, scale*h, scale*w, 3], written under ``writer`` (a
     ``tf.summary`` writer or a directory) as ``psnr``, ``psnr_bicubic`` (the baseline of
     :func:`zsm_tf.baseline.bicubic_blend`) and an image strip (``strip``: bicubic | output |
-    target). ``writer=None`` evaluates nothing (the non-chief workers of multi-worker training).
+    target), and ``psnr_new``, the PSNR of the interpolated frames alone (odd indices).
+    ``writer=None`` evaluates nothing (the non-chief workers of multi-worker training).
     The value is also put in the step's logs as ``val_psnr``."""
 
     def __init__(self, lr, hr, writer=None, every=1000, scale=4, verbose=True, initial_step=None):
@@ -162,14 +163,18 @@ class ValidationCallback(StepCallback):
             return self.last
         out = self._predict_fn()(self.lr)
         value = float(psnr(out, self.hr))
+        new = float(psnr(out[:, 1::2], self.hr[:, 1::2])) if self.hr.shape[1] > 1 else None
         with self.writer.as_default(step=int(step)):
             summary.scalar("psnr", value)
+            if new is not None:
+                summary.scalar("psnr_new", new)
             summary.scalar("psnr_bicubic", self.baseline_psnr)
             summary.image("strip", image_strip(self.baseline, out, self.hr))
         self.writer.flush()
         if self.verbose:
-            print(f"{_nl()}step {step}: validation PSNR {value:.2f} dB (bicubic + blending "
-                  f"{self.baseline_psnr:.2f} dB)", flush=True)
+            extra = f", new frames {new:.2f} dB" if new is not None else ""
+            print(f"{_nl()}step {step}: validation PSNR {value:.2f} dB{extra} (bicubic + "
+                  f"blending {self.baseline_psnr:.2f} dB)", flush=True)
         self.last = value
         self._last_step = step
         return value

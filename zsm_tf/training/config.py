@@ -58,6 +58,8 @@ DEFAULTS = {
         "eta_min": 1.0e-7,
         "warmup": 20,              # linear lr warm-up steps
         "charbonnier_eps": 1.0e-3,
+        "new_frame_weight": 1.0,   # loss weight of the interpolated frames against the input
+                                   # times' (1: the paper's uniform loss; mean weight stays 1)
         "checkpoint_every": 100,
         "keep_checkpoints": 3,
         "val_every": 100,
@@ -104,4 +106,7 @@ def load_config(path=None, overrides=None):
     if t["loss_reduction"] not in REDUCTIONS:
         raise ValueError(f"train.loss_reduction must be one of {REDUCTIONS}, "
                          f"got {t['loss_reduction']!r}")
+    w = t["new_frame_weight"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+        raise ValueError(f"train.new_frame_weight must be a number > 0, got {w!r}")
     return cfg

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from zsm_tf.data import fixed_batch, make_source, train_dataset
-from zsm_tf.recipe import CosineAnnealingRestarts, make_adam, replica_loss
+from zsm_tf.recipe import CosineAnnealingRestarts, make_adam, new_frame_weights, replica_loss
 from zsm_tf.run_dir import InferenceSettings, ModelRecord, window_of_clip
 from zsm_tf.training.config import load_config
 
@@ -151,6 +151,7 @@ class Task:
         t = self.cfg["train"]
         eps = float(t["charbonnier_eps"])
         reduction = t["loss_reduction"]
+        new_w = float(t["new_frame_weight"])
         global_batch = self.global_batch
         fp16 = self.policy == "mixed_float16"
         sync_finite = fp16 and strategy.num_replicas_in_sync > 1
@@ -158,7 +159,8 @@ class Task:
         def compute(lr, hr):
             with tf.GradientTape() as tape:
                 out = model(lr, training=True)
-                loss = replica_loss(hr, out, global_batch, eps, reduction)
+                weights = None if new_w == 1.0 else new_frame_weights(hr.shape[1], new_w)
+                loss = replica_loss(hr, out, global_batch, eps, reduction, weights)
                 scaled = opt.scale_loss(loss) if fp16 else loss
             grads = tape.gradient(scaled, model.trainable_variables)
             return loss, grads
