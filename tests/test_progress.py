@@ -29,6 +29,24 @@ def test_heartbeat_speaks_only_when_silent(capsys):
     assert "still" not in capsys.readouterr().err
 
 
+def test_train_heartbeat_says_training_once_steps_run(capsys):
+    """train.py's sign of life names the phase: building/tracing until the first step ends,
+    then training (it said "tracing" between progress lines of a long run)."""
+    from zsm_tf.commands.train import _Phase
+
+    phase = _Phase()
+    cb = phase.callback()
+    with heartbeat("train.py", phase, every=0.3):
+        time.sleep(0.7)
+        cb.on_train_batch_end(0)
+        cb.on_train_batch_end(1)
+        time.sleep(0.7)
+    err = capsys.readouterr().err
+    assert "train.py: still working (building, or tracing the training step) (0:00)" in err, err
+    assert "train.py: still training (2 steps done in this run)" in err, err
+    assert err.index("tracing") < err.index("still training")
+
+
 def test_export_script_quiet_with_progress(tmp_path):
     m = tiny_model()
     m.save_weights(str(tmp_path / "tiny.weights.h5"))

@@ -29,9 +29,10 @@ class _Watched:
 
 
 @contextlib.contextmanager
-def heartbeat(prog: str, what: str = "working", every: float = 30.0):
-    """While the block runs, prints ``PROG: still working (M:SS) ...`` on stderr whenever
-    ``every`` seconds pass with nothing written to stdout or stderr."""
+def heartbeat(prog: str, what="working", every: float = 30.0):
+    """While the block runs, prints ``PROG: still WHAT (M:SS)`` on stderr whenever ``every``
+    seconds pass with nothing written to stdout or stderr; ``what``: a phrase, or a function
+    returning the phrase of the moment (the phase of the work)."""
     last = [time.monotonic()]
     t0 = last[0]
     stop = threading.Event()
@@ -42,7 +43,8 @@ def heartbeat(prog: str, what: str = "working", every: float = 30.0):
             now = time.monotonic()
             if now - last[0] >= every:
                 s = int(now - t0)
-                err.write(f"{prog}: still {what} ({s // 60}:{s % 60:02d})\n")
+                phrase = what() if callable(what) else what
+                err.write(f"{prog}: still {phrase} ({s // 60}:{s % 60:02d})\n")
                 err.flush()
                 last[0] = now
 

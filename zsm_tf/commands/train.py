@@ -176,11 +176,35 @@ def run(args):
 
     print("Building the model and the data (then the first training step traces the model: 1-3 "
           "minutes on a CPU)", flush=True)   # stdout, with the trainer's log
-    with heartbeat(PROG, "working (building, or tracing the training step)"):
-        return _train(args, cfg)
+    phase = _Phase()
+    with heartbeat(PROG, phase):
+        return _train(args, cfg, phase)
 
 
-def _train(args, cfg):
+class _Phase:
+    """The heartbeat's phrase: building and tracing until the first step of this run ends, then
+    training (between the progress lines of every ``train.print_every`` steps)."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def __call__(self):
+        if not self.steps:
+            return "working (building, or tracing the training step)"
+        return f"training ({self.steps} steps done in this run)"
+
+    def callback(self):
+        import keras
+
+        phase = self
+
+        class StepsSeen(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                phase.steps += 1
+        return StepsSeen()
+
+
+def _train(args, cfg, phase=None):
     # The strategy (and --cpu-replicas) must be set up before TensorFlow runs any op.
     from zsm_tf.training.strategy import make_strategy
 
@@ -202,7 +226,7 @@ def _train(args, cfg):
         if os.environ.get("ZSM_TF_DEBUG"):
             raise
         raise SetupError(_one_line(e)) from None
-    result = trainer.fit()
+    result = trainer.fit(callbacks=[phase.callback()] if phase else ())
     if trainer.num_workers > 1:
         print(f"worker {trainer.task_id}: finished at step {result['step']}, weights checksum "
               f"{result['checksum']:.6f}", flush=True)

@@ -161,14 +161,16 @@ class Trainer:
         return self.task.train_step(self.model, self.optimizer, self.strategy)
 
     # ------------------------------------------------------------------ loop
-    def fit(self, steps=None):
+    def fit(self, steps=None, callbacks=()):
         """Trains up to global step ``steps`` (default ``train.steps``), resuming if possible.
         Returns ``{"step", "losses" (this run's per-step losses), "val_psnr"}``.
-        ``train.graph_optimizations: false`` switches Grappler off for this call only."""
+        ``callbacks``: more Keras callbacks (e.g. :class:`~zsm_tf.training.callbacks.StepCallback`),
+        driven after the trainer's own. ``train.graph_optimizations: false`` switches Grappler
+        off for this call only."""
         with graph_optimizations(bool(self.cfg["train"]["graph_optimizations"])):
-            return self._fit(steps)
+            return self._fit(steps, list(callbacks))
 
-    def _fit(self, steps):
+    def _fit(self, steps, extra_callbacks=()):
         t = self.cfg["train"]
         total = int(steps if steps is not None else t["steps"])
         start = self.restore()
@@ -200,6 +202,7 @@ class Trainer:
                                      scratch_dir=self.scratch, verbose=self.verbose,
                                      initial_step=start)
         callbacks.append(ckpt_cb)
+        callbacks.extend(extra_callbacks)
         # the same Keras callbacks model.fit takes, driven the way fit drives them
         for cb in callbacks:
             cb.set_model(self.model)
