@@ -82,6 +82,27 @@ def test_symmetric_flow_finds_large_motion(motion, size):
     assert err_mc < 0.3 * err_blend, (err_mc, err_blend)
 
 
+@pytest.mark.parametrize("h,w", [(40, 64), (176, 200), (330, 340)])
+def test_known_frame_size_traces_only_the_levels_it_runs(h, w):
+    """The levels a frame size uses (3, 4 or 5) are chosen while tracing when the size is known
+    (fewer ops to trace and run) and with tf.cond when it is not (a SavedModel): same field."""
+    rng = np.random.default_rng(3)
+    f0 = rng.uniform(0, 1, (1, h, w, 3)).astype(np.float32)
+    f1 = np.roll(f0, (3, -5), axis=(1, 2))
+    known = tf.function(flow.symmetric_flow)
+    unknown = tf.function(flow.symmetric_flow, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32)] * 2)
+    np.testing.assert_allclose(known(f0, f1).numpy(), unknown(f0, f1).numpy(), atol=1e-6)
+
+    def op_count(concrete):   # the graph's ops and those of its tf.cond branches
+        graph = concrete.graph.as_graph_def()
+        return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+
+    n_known, n_unknown = op_count(known.get_concrete_function(f0, f1)), op_count(
+        unknown.get_concrete_function())
+    assert n_known < 0.8 * n_unknown, (n_known, n_unknown)
+
+
 def test_midpoint_at_the_border_of_a_pan():
     """Content entering / leaving the picture: the border strip of the middle frame is seen in one
     frame only; the field is extrapolated there and the midpoint takes that frame alone."""

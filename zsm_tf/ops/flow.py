@@ -164,8 +164,8 @@ def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=
     f0, f1 ``[B, H, W, C]`` in [0, 1] -> d ``[B, H, W, 2]`` (dx, dy) with
     ``f0(x - d) ~= f1(x + d)``; the motion f0 -> f1 is ``2 d``. Up to ``levels`` pyramid levels
     (x2 average pooling each): the first three always, each further one only while its shorter
-    side keeps ``min_size`` pixels (decided in the graph, so a SavedModel with unknown frame size
-    does the same), so the search reaches further on larger frames. At the coarsest level used,
+    side keeps ``min_size`` pixels (decided while tracing when the frame size is known, else in
+    the graph, so a SavedModel with unknown frame size does the same), so the search reaches further on larger frames. At the coarsest level used,
     candidates cover ``coarse_radius`` pixels (of that level) in steps of ``coarse_step``, at the
     others ``radius`` in steps of ``step`` (3 levels reach 15 pixels of ``d``, 4 levels 31), at
     full size ``last_radius`` (the costliest level: only the rounding of the level above);
@@ -181,14 +181,24 @@ def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=
         a, b = pyr[-1]
         pyr.append((tf.nn.avg_pool2d(a, 2, 2, "SAME"), tf.nn.avg_pool2d(b, 2, 2, "SAME")))
     short = tf.minimum(tf.shape(f0)[1], tf.shape(f0)[2])
+    # the frame size decides which levels run: in Python when it is known while tracing (the
+    # upscaler: only the branches taken are traced, ~1/3 fewer ops), else in the graph with
+    # tf.cond, which runs one branch (a SavedModel of unknown frame size decides the same way)
+    known = f0.shape[1:3]
+    short_known = min(known) if None not in known else None
+
+    def choose(min_short, if_true, if_false):
+        if short_known is not None:
+            return if_true() if short_known >= min_short else if_false()
+        return tf.cond(short >= min_short, if_true, if_false)
+
     coarse, fine = _grid(coarse_radius, coarse_step), _grid(radius, step)
     d = None
     for level in range(levels - 1, -1, -1):
         a, b = pyr[level]
         shape = tf.shape(a)
         zero = tf.zeros(tf.concat([shape[:3], [2]], 0), a.dtype)
-        # the choices below depend on the frame size only: tf.cond runs one branch (a SavedModel
-        # of unknown frame size decides the same way at run time)
+
         def search():
             return _refine(a, b, zero, coarse, block, penalty)[0]
 
@@ -197,20 +207,20 @@ def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=
             return _refine(a, b, start, fine, block, penalty)[0]
 
         if level >= 3:    # optional level: used (from zero) only if the frame is large enough
-            use = short >= min_size * 2 ** level
             if d is None:
                 pick = search
             else:   # a larger level above: refine its estimate; else search this level from zero
-                used_above = short >= min_size * 2 ** (level + 1)
-                pick = lambda d=d, u=used_above: tf.cond(u, lambda: refine(d), search)  # noqa: E731
-            d = tf.cond(use, pick, lambda z=zero: z)
+                pick = lambda d=d, lv=level: choose(min_size * 2 ** (lv + 1),  # noqa: E731
+                                                    lambda: refine(d), search)
+            d = choose(min_size * 2 ** level, pick, lambda z=zero: z)
+            if d is zero:   # not used (known size): no median of a zero field
+                continue
         elif d is None:
             d = search()
         else:
             start = 2.0 * tf.image.resize(d, shape[1:3], method="bilinear")
             if level == 2:    # from zero when no optional level above was used
-                used_above = short >= min_size * 2 ** (level + 1)
-                d = tf.cond(used_above, lambda d=d: refine(d), search)
+                d = choose(min_size * 2 ** (level + 1), lambda d=d: refine(d), search)
             else:
                 d, _ = _refine(a, b, start, fine if level else _grid(last_radius, step), block,
                                penalty)
