@@ -166,7 +166,8 @@ def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=
     (x2 average pooling each): the first three always, each further one only while its shorter
     side keeps ``min_size`` pixels (decided while tracing when the frame size is known, else in
     the graph, so a SavedModel with unknown frame size does the same), so the search reaches
-    further on larger frames. At the coarsest level used, candidates cover ``coarse_radius`` pixels (of that level) in steps of ``coarse_step``, at the
+    further on larger frames. At the coarsest level used, candidates cover ``coarse_radius``
+    pixels (of that level) in steps of ``coarse_step``, at the
     others ``radius`` in steps of ``step`` (3 levels reach 15 pixels of ``d``, 4 levels 31), at
     full size ``last_radius`` (the costliest level: only the rounding of the level above);
     ``block``: side of the matching block; ``penalty``: cost per pixel of displacement (keeps
