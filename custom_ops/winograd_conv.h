@@ -93,12 +93,32 @@ template <> struct Tr<4> {  // F(4, 3): B^T 6x6, A^T 4x6, G 6x3 (points 0, +-1, 
   }
 };
 
+#if defined(__AVX512F__)
+// GEMM micro-kernel on AVX-512: 12 tiles x 16 output channels, one 16-lane accumulator per tile
+// (12 FMAs per loaded row of U, each with its V value broadcast from memory)
+constexpr int kRows = 12;
+constexpr int kCols = 16;
+
+// c[r][0..16) = sum_k a[r][k] * b[k][0..16) for the 12 rows r (a: lda, b: ldb, c: ldc floats)
+inline void micro_kernel(const float* a, int lda, const float* b, int ldb, float* c, int ldc,
+                         int depth) {
+  __m512 acc[kRows];
+  for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+  for (int k = 0; k < depth; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b + k * ldb);
+#pragma GCC unroll 12
+    for (int r = 0; r < kRows; ++r)
+      acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + k]), b0, acc[r]);
+  }
+  for (int r = 0; r < kRows; ++r) _mm512_storeu_ps(c + r * ldc, acc[r]);
+}
+#else
 constexpr int kRows = 6;   // GEMM micro-kernel: 6 tiles x 16 output channels
 constexpr int kCols = 16;
 
 // c[r][0..16) = sum_k a[r][k] * b[k][0..16) for the 6 rows r (a: lda, b: ldb, c: ldc floats)
-inline void micro_6x16(const float* a, int lda, const float* b, int ldb, float* c, int ldc,
-                       int depth) {
+inline void micro_kernel(const float* a, int lda, const float* b, int ldb, float* c, int ldc,
+                         int depth) {
   v8 acc[kRows][2];
   for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = splat(0.f);
   for (int k = 0; k < depth; ++k) {
@@ -115,6 +135,7 @@ inline void micro_6x16(const float* a, int lda, const float* b, int ldb, float* 
     store8(c + r * ldc + 8, acc[r][1]);
   }
 }
+#endif
 
 struct Shape {
   int64_t n, h, w, c, k, kp;
@@ -127,8 +148,10 @@ struct Winograd {
 #ifndef ZSM_WINO_CHUNK
 #define ZSM_WINO_CHUNK 12
 #endif
-  // tiles per GEMM batch (a multiple of kRows): 12 keeps V and M in a 512 KB L2 for C = 64
+  // tiles per GEMM batch (a multiple of kRows, 6 or 12): 12 keeps V and M in a 512 KB L2 for
+  // C = 64
   static constexpr int kChunk = ZSM_WINO_CHUNK;
+  static_assert(kChunk % kRows == 0, "ZSM_WINO_CHUNK must be a multiple of the micro-kernel's rows");
 
   static int64_t tile_rows(const Shape& s) { return (s.h + M - 1) / M; }
 
@@ -231,7 +254,7 @@ struct Winograd {
           float* mp = &mbuf[p * kChunk * Kp];
           for (int64_t k0 = 0; k0 < Kp; k0 += kCols)
             for (int64_t t0 = 0; t0 < ntp; t0 += kRows)
-              micro_6x16(vp + t0 * C, C, up + k0, Kp, mp + t0 * Kp + k0, Kp, C);
+              micro_kernel(vp + t0 * C, C, up + k0, Kp, mp + t0 * Kp + k0, Kp, C);
         }
         // output transform, bias, store the in-bounds outputs
         for (int64_t ti = 0; ti < nt; ++ti) {
