@@ -32,8 +32,8 @@ def child(args):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from zsm_tf.commands import upscale
     from zsm_tf.inference import SpaceTimeUpscaler
+    from zsm_tf.loading import load_model, shipped_weights
     from zsm_tf.memory import parse_size
     from zsm_tf.model import ZoomingSlowMo
 
@@ -42,7 +42,7 @@ def child(args):
     tile = tile[0] if tile else None
     if tile and tile != "auto":
         tile = tuple(int(v) for v in tile.split("x")) if "x" in tile else int(tile)
-    model = ZoomingSlowMo() if args.full_size else upscale.load_model(args.weights)
+    model = ZoomingSlowMo() if args.full_size else load_model(args.weights or shipped_weights())
     up = SpaceTimeUpscaler(model, window=int(window), tile=tile, precision=args.precision,
                            max_memory=parse_size(args.budget) if args.budget else None)
     rng = np.random.default_rng(0)
