@@ -131,6 +131,7 @@ def test_heldout_clips_beat_ffmpeg_mci_plus_lanczos(heldout, capsys):
 
 @pytest.mark.parametrize("config", ["shipped.yaml", "motion.yaml", "motion_pans.yaml",
                                     "motion_newframes.yaml", "motion_large_crops.yaml",
+                                    "motion_newframes5.yaml",
                                     "realclips.yaml"])
 def test_no_held_out_clip_in_a_training_set(config, shared_dir):
     """The clips the benches score the shipped weights on (bench/heldout.py's HELD_OUT) are in
