@@ -26,14 +26,17 @@ from typing import Optional, Tuple
 
 GiB = 1 << 30
 BASE_BYTES = int(0.85 * GiB)   # TF + op + runtime (measured 0.82 GiB with 64x48 frames)
-K_LR = 7.0                     # live LR tensors per frame per nf channel (fitted, see below)
+K_LR = 12.0                    # live LR tensors per frame per nf channel (fitted, see below)
 K_HR = 2.2                     # live 64-channel HR tensors per reconstructed frame (fitted)
-# Fitted on the shipped model (nf=32), window 4, 320x180 whole frames: peak RSS 1.63 GiB with
-# recon_chunk=1 and 4.29 GiB with all 7 frames at once, so one frame's reconstruction holds
-# (4.29 - 1.63) / 6 = 0.44 GiB = 2.0 x 64 channels at 4x; the rest, 0.29 GiB over the base and
-# buffers, is the LR part: 6 x (2N-1) x nf x H x W floats. K_LR, K_HR round these up.
+# First fitted on the shipped model (nf=32), window 4, 320x180 whole frames (AVX2 machine): peak
+# RSS 1.63 GiB with recon_chunk=1 and 4.29 GiB with all 7 frames at once, so one frame's
+# reconstruction holds (4.29 - 1.63) / 6 = 0.44 GiB = 2.0 x 64 channels at 4x. Refitted with
+# longer windows and larger frames (Sapphire Rapids, float32, `bench/memory_model.py`): peak RSS
+# 1.15 / 1.78 / 2.31 / 2.95 / 3.51 / 4.60 / 5.12 GiB at 160x120:4, 320x180:4, :6, :9,
+# 480x272:4, :7, 640x360:4 (window after the colon), where K_LR = 7 and a 1.10 margin
+# underestimated by up to 0.67 GiB (17%); least squares gives K_LR 12.1, K_HR 2.05.
 BF16_FACTOR = 0.75             # bfloat16 activations (weights and some casts stay float32)
-MARGIN = 1.10                  # safety margin on the model's share
+MARGIN = 1.20                  # safety margin on the model's share
 DEFAULT_CAP = 5 * GiB          # default budget: at most this much (see default_budget)
 MIN_TILE = 32                  # smallest tile side (input pixels) worth running
 AUTO_OVERLAP = 16              # overlap of automatic tiles (input pixels)
