@@ -125,3 +125,26 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="divisible"):
         deform_conv2d(x, np.zeros((1, 4, 4, 54), np.float32), None,
                       np.zeros((3, 3, 4, 2), np.float32), padding=1, deformable_groups=3)
+
+
+def test_bfloat16_deformable_conv_rounds_only_its_output():
+    """bfloat16 inputs: the compiled op samples in float32 and its float32 columns go to a float32
+    GEMM (they were cast to bfloat16 first: a whole extra pass, and a second rounding), so the
+    bfloat16 output is the exact result rounded once: within half a bfloat16 step."""
+    from zsm_tf.ops import custom_op
+
+    if not custom_op.custom_op_available():
+        pytest.skip("the compiled op is not available")
+    rng = np.random.default_rng(0)
+    bf = lambda a: tf.constant(a, tf.bfloat16)  # noqa: E731
+    x, off = bf(rng.uniform(0, 1, (2, 12, 16, 16))), bf(rng.normal(0, 2, (2, 12, 16, 2 * 2 * 9)))
+    mask, k = bf(rng.uniform(0, 1, (2, 12, 16, 2 * 9))), bf(rng.normal(0, 0.2, (3, 3, 16, 8)))
+    b = bf(rng.normal(0, 0.1, 8))
+    y = deform_conv2d(x, off, mask, k, b, padding=1, deformable_groups=2, impl="custom_op")
+    assert y.dtype == tf.bfloat16
+    f64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
+    ref = deform_conv2d(f64(x), f64(off), f64(mask), f64(k), f64(b), padding=1, deformable_groups=2,
+                        impl="gather").numpy()
+    half_step = 2.0 ** (np.floor(np.log2(np.abs(ref) + 1e-30)) - 8)
+    err = np.abs(f64(y).numpy() - ref)
+    assert np.all(err <= 1.01 * half_step + 1e-5), float((err / half_step).max())

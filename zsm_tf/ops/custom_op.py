@@ -718,7 +718,7 @@ def build_info() -> dict:
 
 
 def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, dilation=1,
-                      deformable_groups=1):
+                      deformable_groups=1, cast_back=True):
     """Deformable modulated im2col with the compiled op (differentiable wrt all three inputs).
 
     Args:
@@ -726,8 +726,9 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
       kernel_size, strides, padding, dilation: int or (h, w); deformable_groups: dg, dividing C.
     Returns:
       columns [B, Ho, Wo, kh*kw*C], as :func:`zsm_tf.ops.deform_conv.deformable_im2col_gather`.
-      float16/bfloat16 inputs are computed in float32 and cast back. Empty tensors give empty
-      columns (and zero gradients).
+      float16/bfloat16 inputs are computed in float32 and cast back (``cast_back=False``: the
+      float32 columns, for a float32 GEMM; casting them costs several times the GEMM). Empty
+      tensors give empty columns (and zero gradients).
     """
     lib = load()
     if lib is None:
@@ -746,7 +747,7 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
     cols = _forward_fn(lib)(x, off, tf.cast(mask, compute), kernel_size=kernel_size,
                             strides=list(pair(strides, "strides")), padding=list(pair(padding, "padding")),
                             dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
-    return tf.cast(cols, dtype)
+    return tf.cast(cols, dtype) if cast_back else cols
 
 
 if __name__ == "__main__":   # the build flags for custom_ops/Makefile: one source
