@@ -33,7 +33,7 @@ void dispatch_group_width(int64_t cg, F&& f) {
 
 template <int CG, typename T>
 void im2col_forward_cg(const DeformDims& d, const T* in, const T* off, const T* mask, T* cols,
-                       int64_t begin, int64_t end) {
+                       int64_t begin, int64_t end, int64_t col0) {
   const int K = d.K(), dg = d.dg;
   const int64_t C = d.C, Cg = CG > 0 ? CG : d.Cg(), HW = d.H * d.W, HoWo = d.Ho * d.Wo;
   const std::vector<T> zeros(Cg, T(0));  // read in place of corners outside the image
@@ -45,7 +45,7 @@ void im2col_forward_cg(const DeformDims& d, const T* in, const T* off, const T* 
     for (int k = 0; k < K; ++k) {
       for (int g = 0; g < dg; ++g) {
         const int gk = g * K + k;
-        T* __restrict dst = cols + (pix * K + k) * C + g * Cg;
+        T* __restrict dst = cols + ((pix - col0) * K + k) * C + g * Cg;
         T y, x;
         sample_position(d, ho, wo, k, o[2 * gk], o[2 * gk + 1], &y, &x);
         Plan<T> p;
@@ -69,12 +69,14 @@ void im2col_forward_cg(const DeformDims& d, const T* in, const T* off, const T* 
   }
 }
 
-// Forward: columns of output pixels [begin, end) (flat index b*Ho*Wo + ho*Wo + wo).
+// Forward: columns of output pixels [begin, end) (flat index b*Ho*Wo + ho*Wo + wo). Pixel p's
+// columns go to row p - col0 of `cols` (col0 = 0: the whole [B*Ho*Wo, K*C] array; col0 = begin: a
+// buffer of end - begin rows, as the fused convolution of deform_conv_op.cc uses).
 template <typename T>
 void im2col_forward_cpu(const DeformDims& d, const T* in, const T* off, const T* mask, T* cols,
-                        int64_t begin, int64_t end) {
+                        int64_t begin, int64_t end, int64_t col0 = 0) {
   dispatch_group_width(d.Cg(), [&](auto cg) {
-    im2col_forward_cg<decltype(cg)::value>(d, in, off, mask, cols, begin, end);
+    im2col_forward_cg<decltype(cg)::value>(d, in, off, mask, cols, begin, end, col0);
   });
 }
 

@@ -14,7 +14,9 @@ tile 4's transforms lose about 4 bits (~3e-6).
 Inference only: the op has no gradient and no XLA or GPU kernel. It is used where a
 :func:`scope` is active while a model is traced (``zsm_tf.SpaceTimeUpscaler`` opens one, see
 :func:`zsm_tf.precision.resolve_winograd`) and the convolution qualifies (:func:`eligible`);
-everything else (training, export, XLA-compiled functions) keeps the stock convolution.
+everything else (training, export, XLA-compiled functions) keeps the stock convolution. The same
+scope also switches :func:`zsm_tf.ops.deform_conv.deform_conv2d` to the fused deformable op
+(``custom_ops/deform_conv_op.cc``).
 
 Shapes: x [N, H, W, C] (C a multiple of 8), kernel [3, 3, C, K], bias [K] -> [N, H, W, K].
 """

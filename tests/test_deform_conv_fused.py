@@ -1,0 +1,95 @@
+"""The fused deformable convolution (custom_ops/deform_conv_op.cc: sampling and GEMM per block of
+pixels, CPU inference): the same outputs as the im2col + GEMM path, used only inside the
+upscaler's CPU-inference scope (zsm_tf.ops.winograd.scope) in float32."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zsm_tf.ops import custom_op, winograd
+from zsm_tf.ops.deform_conv import deform_conv2d
+
+pytestmark = pytest.mark.skipif(not custom_op.custom_op_available(),
+                                reason="the compiled op does not build here")
+OP = "ZsmTf>DeformableConv2D"
+
+
+def case(b, h, w, c, cout, dg, k=3, stride=1, pad=1, dil=1, seed=0, spread=3.0):
+    rng = np.random.default_rng(seed)
+    ho = (h + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    wo = (w + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    x = tf.constant(rng.normal(size=(b, h, w, c)), tf.float32)
+    off = tf.constant(rng.normal(size=(b, ho, wo, 2 * dg * k * k)) * spread, tf.float32)
+    mask = tf.constant(rng.uniform(size=(b, ho, wo, dg * k * k)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(k, k, c, cout)) / np.sqrt(k * k * c), tf.float32)
+    bias = tf.constant(rng.normal(size=cout), tf.float32)
+    args = dict(strides=stride, padding=pad, dilation=dil, deformable_groups=dg)
+    return (x, off, mask, kernel, bias), args
+
+
+def run(inputs, args, scoped, impl="custom_op"):
+    def fn():
+        if not scoped:
+            return deform_conv2d(*inputs, impl=impl, **args)
+        with winograd.scope(4):
+            return deform_conv2d(*inputs, impl=impl, **args)
+    f = tf.function(fn)
+    ops = {op.type for op in f.get_concrete_function().graph.get_operations()}
+    return f().numpy(), ops
+
+
+@pytest.mark.parametrize("shape", [
+    dict(b=2, h=23, w=37, c=32, cout=32, dg=8),        # the network's: Cg 4, Cout a multiple of 16
+    dict(b=1, h=9, w=13, c=16, cout=20, dg=4),         # Cout padded to the micro-kernel's width
+    dict(b=3, h=7, w=5, c=12, cout=7, dg=2),           # Cg 6: the runtime group width
+    dict(b=1, h=17, w=15, c=8, cout=16, dg=1, stride=2, pad=1),
+    dict(b=1, h=14, w=11, c=8, cout=16, dg=2, dil=2, pad=2),
+    dict(b=1, h=6, w=6, c=8, cout=16, dg=1, pad=0, spread=9.0),  # most samples outside the image
+])
+def test_fused_op_matches_im2col_and_gemm(shape):
+    inputs, args = case(**shape)
+    want, ops_unfused = run(inputs, args, scoped=False)
+    got, ops_fused = run(inputs, args, scoped=True)
+    assert OP in ops_fused and "ZsmTf>DeformableIm2col" not in ops_fused
+    assert OP not in ops_unfused and "ZsmTf>DeformableIm2col" in ops_unfused
+    assert got.shape == want.shape
+    assert np.abs(want).max() > 0.5
+    assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max() * 10
+    gather, _ = run(inputs, args, scoped=False, impl="gather")
+    assert np.abs(got - gather).max() <= 2e-5 * np.abs(want).max()
+
+
+def test_fused_op_activation_and_empty_batch():
+    lib = custom_op.load()
+    (x, off, mask, kernel, bias), _ = case(1, 10, 12, 16, 16, 2)
+    attrs = dict(kernel_size=[3, 3], padding=[1, 1], deformable_groups=2)
+    plain = lib.zsm_tf_deformable_conv2d(x, off, mask, kernel, bias, **attrs).numpy()
+    leaky = lib.zsm_tf_deformable_conv2d(x, off, mask, kernel, bias, negative_slope=0.1,
+                                         **attrs).numpy()
+    assert (plain < 0).any()
+    np.testing.assert_allclose(leaky, np.maximum(plain, 0.1 * plain), rtol=1e-6, atol=1e-6)
+    empty = lib.zsm_tf_deformable_conv2d(x[:0], off[:0], mask[:0], kernel, bias, **attrs)
+    assert empty.shape == (0, 10, 12, 16)
+
+
+def test_fused_op_rejects_bad_shapes_with_a_clear_error():
+    lib = custom_op.load()
+    (x, off, mask, kernel, bias), _ = case(1, 8, 8, 16, 16, 2)
+    attrs = dict(kernel_size=[3, 3], padding=[1, 1], deformable_groups=2)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="kernel|Dimension"):
+        lib.zsm_tf_deformable_conv2d(x, off, mask, kernel[:, :, :8], bias, **attrs)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="mask|Dimension"):
+        lib.zsm_tf_deformable_conv2d(x, off, mask[..., :9], kernel, bias, **attrs)
+
+
+def test_training_and_bfloat16_keep_the_differentiable_path():
+    """Outside the scope (training, export) and in bfloat16 the op is never used; gradients
+    flow through the im2col op."""
+    (x, off, mask, kernel, bias), args = case(1, 8, 10, 16, 16, 2)
+    with tf.GradientTape() as tape:
+        tape.watch([x, off, kernel])
+        y = deform_conv2d(x, off, mask, kernel, bias, impl="custom_op", **args)
+        loss = tf.reduce_sum(y * y)
+    grads = tape.gradient(loss, [x, off, kernel])
+    assert all(g is not None and np.abs(g.numpy()).max() > 0 for g in grads)
+    _, ops = run([tf.cast(t, tf.bfloat16) for t in (x, off, mask, kernel, bias)], args, scoped=True)
+    assert OP not in ops
