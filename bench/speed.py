@@ -153,10 +153,10 @@ def count_flops(model, window, height, width):
 
 
 # ------------------------------------------------------------------------------------ stages
-def stage_times(model, window, height, width, runs, jit=False, winograd=0):
+def stage_times(model, window, height, width, runs, jit=False, winograd=0, fused_deform=False):
     """{stage: (wall s, CPU s)} for one window at full size (reconstruction: one frame;
-    ``jit``: XLA-compiled, ``winograd``: the 3x3 convolutions' Winograd tile, as the upscaler
-    runs it)."""
+    ``jit``: XLA-compiled, ``winograd``: the 3x3 convolutions' Winograd tile, ``fused_deform``:
+    the fused deformable op, as the upscaler runs it)."""
     import tensorflow as tf
 
     from zsm_tf.baseline import interleave
@@ -164,7 +164,7 @@ def stage_times(model, window, height, width, runs, jit=False, winograd=0):
 
     def function(fn):   # traced inside the upscaler's Winograd scope
         def scoped(*a):
-            with scope(winograd):
+            with scope(winograd, fused_deform=fused_deform):
                 return fn(*a)
         return tf.function(scoped)
 
@@ -223,6 +223,7 @@ def main(argv=None):
     winograd = prec.resolve_winograd(args.winograd if args.winograd == "auto" else int(args.winograd),
                                      precision)
     jit = prec.resolve_jit({"on": True, "off": False}.get(args.jit, "auto"), precision, winograd)
+    fused = prec.resolve_fused_deform()   # the fused deformable op (ZSM_TF_FUSED_DEFORM=0: off)
     hp, wp = h + pad_amounts(h, w)[0], w + pad_amounts(h, w)[1]
 
     from tensorflow.python.util import _pywrap_util_port
@@ -231,7 +232,8 @@ def main(argv=None):
     print(f"TensorFlow {tf.__version__}, oneDNN {'on' if _pywrap_util_port.IsMklEnabled() else 'off'}; "
           f"model {base_model.count_params():,} parameters, window {window}, {precision}"
           f"{', reconstruction XLA-compiled' if jit else ''}"
-          f"{f', Winograd F({winograd}x{winograd}, 3x3) convolutions' if winograd else ''}; "
+          f"{f', Winograd F({winograd}x{winograd}, 3x3) convolutions' if winograd else ''}"
+          f"{', fused deformable op' if fused else ''}; "
           f"input {w}x{h} -> {4 * w}x{4 * h}")
     mm32, mm32_cpu = matmul_rate(tf.float32, args.runs)
     rates = {"float32": mm32}
@@ -243,7 +245,7 @@ def main(argv=None):
     limit = rates[precision]
 
     flops = count_flops(model, window, hp, wp)
-    times = stage_times(model, window, hp, wp, args.runs, jit, winograd)
+    times = stage_times(model, window, hp, wp, args.runs, jit, winograd, fused)
     print(f"\n{'stage (one window)':<26}{'GFLOP':>8}{'wall s':>9}{'CPU s':>8}{'GFLOP/s':>9}{'of matmul':>10}")
     for k, (wall, cpu) in times.items():
         g = flops.get(k)

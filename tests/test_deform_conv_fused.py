@@ -81,9 +81,9 @@ def test_fused_op_rejects_bad_shapes_with_a_clear_error():
         lib.zsm_tf_deformable_conv2d(x, off, mask[..., :9], kernel, bias, **attrs)
 
 
-def test_training_and_bfloat16_keep_the_differentiable_path():
-    """Outside the scope (training, export) and in bfloat16 the op is never used; gradients
-    flow through the im2col op."""
+def test_training_keeps_the_differentiable_path_and_the_scope_decides():
+    """Outside the scope (training, export) or with ``fused_deform=False`` the op is never used;
+    gradients flow through the im2col op."""
     (x, off, mask, kernel, bias), args = case(1, 8, 10, 16, 16, 2)
     with tf.GradientTape() as tape:
         tape.watch([x, off, kernel])
@@ -91,5 +91,46 @@ def test_training_and_bfloat16_keep_the_differentiable_path():
         loss = tf.reduce_sum(y * y)
     grads = tape.gradient(loss, [x, off, kernel])
     assert all(g is not None and np.abs(g.numpy()).max() > 0 for g in grads)
-    _, ops = run([tf.cast(t, tf.bfloat16) for t in (x, off, mask, kernel, bias)], args, scoped=True)
-    assert OP not in ops
+
+    def traced(tile, fused):
+        def fn():
+            with winograd.scope(tile, fused_deform=fused):
+                return deform_conv2d(x, off, mask, kernel, bias, impl="custom_op", **args)
+        return {op.type for op in tf.function(fn).get_concrete_function().graph.get_operations()}
+    assert OP not in traced(4, False) and OP in traced(0, True) and OP not in traced(0, None)
+
+
+def test_bfloat16_inputs_compute_in_float32_like_the_im2col_path():
+    (x, off, mask, kernel, bias), args = case(2, 12, 14, 32, 32, 8)
+    bf = [tf.cast(t, tf.bfloat16) for t in (x, off, mask, kernel, bias)]
+    want, ops_unfused = run(bf, args, scoped=False)
+    got, ops_fused = run(bf, args, scoped=True)
+    assert OP in ops_fused and OP not in ops_unfused
+    assert got.dtype == want.dtype and got.shape == want.shape
+    # both sample and multiply in float32 and round the output once to bfloat16
+    diff = np.abs(got.astype(np.float32) - want.astype(np.float32))
+    assert diff.max() <= 2 ** -7 * np.abs(want.astype(np.float32)).max()
+    assert np.mean(diff == 0) > 0.9
+
+
+def test_upscaler_uses_it_on_the_cpu_with_the_same_frames(monkeypatch):
+    from zsm_tf import ZoomingSlowMo
+    from zsm_tf import precision as prec
+    from zsm_tf.inference import SpaceTimeUpscaler
+
+    tf.keras.utils.set_random_seed(5)
+    model = ZoomingSlowMo(nf=16, groups=2, front_rbs=1, back_rbs=1, residual="motion",
+                          deform_impl="custom_op")
+    last = model.reconstructor.conv_last   # zero with a residual: make the network visible
+    last.kernel.assign(tf.random.normal(last.kernel.shape, stddev=0.05))
+    x = np.random.default_rng(1).random((1, 3, 16, 24, 3), dtype=np.float32)
+    monkeypatch.delenv(prec.FUSED_DEFORM_ENV, raising=False)
+    for precision in ("float32", "bfloat16"):
+        on = SpaceTimeUpscaler(model, window=3, precision=precision)
+        monkeypatch.setenv(prec.FUSED_DEFORM_ENV, "0")
+        off = SpaceTimeUpscaler(model, window=3, precision=precision)
+        monkeypatch.delenv(prec.FUSED_DEFORM_ENV)
+        assert on.fused_deform and not off.fused_deform
+        a, b = on.predict(x, 0), off.predict(x, 0)
+        assert np.abs(a - b).max() < (2e-5 if precision == "float32" else 2e-2)
+        assert np.abs(b).max() > 0.1

@@ -44,12 +44,14 @@ FLIPS = ((), (3,), (2,), (2, 3))  # axes of [B, N, H, W, C]: none, horizontal, v
 _TRACED = weakref.WeakKeyDictionary()
 
 
-def _make_predict(model, jit=False, winograd=0) -> Callable[[np.ndarray, int], np.ndarray]:
+def _make_predict(model, jit=False, winograd=0,
+                  fused_deform=False) -> Callable[[np.ndarray, int], np.ndarray]:
     """``predict(x [B, N, H, W, 3], first) -> [B, 2N-1-first, 4H, 4W, 3]`` (numpy): the outputs
     from index ``first`` on. A ZoomingSlowMo does not compute the others (its ``first_output``,
     passed as a tensor: one trace for every value); any other callable is sliced. ``jit``: the
     model's XLA-compiled reconstruction (``jit_reconstruction``), where it takes it.
-    ``winograd``: the model is traced inside :func:`zsm_tf.ops.winograd.scope` of that tile.
+    ``winograd``: the model is traced inside :func:`zsm_tf.ops.winograd.scope` of that tile
+    (``fused_deform``: with the fused deformable op).
     ``predict.trace_seconds``: the time spent tracing the model so far (one-time work)."""
     try:
         import keras
@@ -62,7 +64,7 @@ def _make_predict(model, jit=False, winograd=0) -> Callable[[np.ndarray, int], n
         from zsm_tf.ops.winograd import scope
 
         traced = _TRACED.setdefault(model, {})
-        key = (bool(jit), int(winograd))
+        key = (bool(jit), int(winograd), bool(fused_deform))
         fn = traced.get(key)
         if fn is None:   # one tf.function per model and setting, shared by upscalers (traces reused)
             ref = weakref.ref(model)   # no cycle: the cache entry must not keep the model alive
@@ -71,7 +73,7 @@ def _make_predict(model, jit=False, winograd=0) -> Callable[[np.ndarray, int], n
             extra = {"jit_reconstruction": True} if jit and _takes_arg(model, "jit_reconstruction") else {}
 
             def forward(x, first):
-                with scope(int(winograd)):
+                with scope(int(winograd), fused_deform=bool(fused_deform)):
                     if takes_first:
                         return ref()(x, training=False, first_output=first, **extra)
                     return ref()(x, training=False, **extra)[:, first:]
@@ -249,7 +251,8 @@ class SpaceTimeUpscaler:
         self.model = prec.with_precision(model, self.precision)
         self.winograd = prec.resolve_winograd(winograd, self.precision)
         self.jit = prec.resolve_jit(jit, self.precision, self.winograd)
-        self.predict = _make_predict(self.model, self.jit, self.winograd)
+        self.fused_deform = prec.resolve_fused_deform()
+        self.predict = _make_predict(self.model, self.jit, self.winograd, self.fused_deform)
         self.window = int(window)
         self.tile = tile[0] if isinstance(tile, tuple) and tile[0] == tile[1] else tile
         self._tile = tile

@@ -9,9 +9,9 @@ reshaped to ``[kh*kw*C, Cout]``. The sampling has two implementations:
   and exportable to a SavedModel that stock TensorFlow Serving can run;
 * ``"custom_op"``: the compiled kernels of ``custom_ops/`` (see :mod:`zsm_tf.ops.custom_op`).
 
-At CPU inference in float32 (inside :func:`zsm_tf.ops.winograd.scope`) the compiled library's
-fused op (``ZsmTf>DeformableConv2D``) does the sampling and the GEMM together, block by block in
-the cache; it has no gradient.
+At CPU inference (inside the upscaler's :func:`zsm_tf.ops.winograd.scope`) the compiled library's
+fused op (``ZsmTf>DeformableConv2D``) does the sampling and the GEMM together in float32, block by
+block in the cache; it has no gradient.
 ``"auto"`` uses the compiled op when it is loaded (and, with a GPU visible, has CUDA kernels and
 op determinism is off), and the gather path otherwise; it is resolved when the op is first used,
 never when a layer is built.
@@ -196,12 +196,14 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
 
 def _fused_op(impl: str, dtype):
     """The compiled fused deformable convolution (``ZsmTf>DeformableConv2D``: sampling and GEMM
-    in one pass, per block of pixels in the cache; CPU, float32, no gradient) where it applies:
-    traced inside the CPU-inference scope of :func:`zsm_tf.ops.winograd.scope` (the upscaler's,
-    with a tile), float32, ``impl`` resolving to the compiled op. Else None."""
+    in one pass, per block of pixels in the cache; CPU, float32 compute, no gradient) where it
+    applies: traced inside a CPU-inference :func:`zsm_tf.ops.winograd.scope` that turns it on
+    (the upscaler's), float32/bfloat16/float16 inputs, ``impl`` resolving to the compiled op.
+    Else None."""
     from zsm_tf.ops import winograd
 
-    if not winograd.active_tile() or dtype != tf.float32 or resolve_impl(impl) != "custom_op":
+    if (not winograd.fused_deform_active() or dtype not in (tf.float32, tf.bfloat16, tf.float16)
+            or resolve_impl(impl) != "custom_op"):
         return None
     from zsm_tf.ops import custom_op
 
@@ -242,13 +244,13 @@ def deform_conv2d(inputs, offsets, mask, kernel, bias=None, *, strides=1, paddin
     if mask is not None and mask.shape[-1] is not None and mask.shape[-1] != dg * K:
         raise ValueError(f"mask needs dg*kh*kw = {dg * K} channels, got {mask.shape[-1]}")
     fused = _fused_op(impl, inputs.dtype) if mask is not None else None
-    if fused is not None:   # CPU inference in float32: sampling and GEMM in one op
-        if bias is None:
-            bias = tf.zeros([cout], inputs.dtype)
-        return fused(inputs, offsets, mask, kernel, tf.convert_to_tensor(bias, inputs.dtype),
-                     kernel_size=[kh, kw], strides=list(pair(strides, "strides")),
-                     padding=list(pair(padding, "padding")),
-                     dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
+    if fused is not None:   # CPU inference: sampling and GEMM in one op, computed in float32
+        f32 = [tf.cast(t, tf.float32) for t in (inputs, offsets, mask, kernel)]
+        b32 = tf.zeros([cout]) if bias is None else tf.cast(tf.convert_to_tensor(bias), tf.float32)
+        out = fused(*f32, b32, kernel_size=[kh, kw], strides=list(pair(strides, "strides")),
+                    padding=list(pair(padding, "padding")),
+                    dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
+        return tf.cast(out, inputs.dtype)
     # the compiled op samples in float32 even for bfloat16 inputs: its columns go to a float32
     # GEMM as they are (casting them to bfloat16 took ~5x the bfloat16 GEMM) and only the
     # Cout-channel output is cast back

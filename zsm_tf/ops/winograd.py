@@ -15,8 +15,9 @@ Inference only: the op has no gradient and no XLA or GPU kernel. It is used wher
 :func:`scope` is active while a model is traced (``zsm_tf.SpaceTimeUpscaler`` opens one, see
 :func:`zsm_tf.precision.resolve_winograd`) and the convolution qualifies (:func:`eligible`);
 everything else (training, export, XLA-compiled functions) keeps the stock convolution. The same
-scope also switches :func:`zsm_tf.ops.deform_conv.deform_conv2d` to the fused deformable op
-(``custom_ops/deform_conv_op.cc``).
+scope switches :func:`zsm_tf.ops.deform_conv.deform_conv2d` to the fused deformable op
+(``custom_ops/deform_conv_op.cc``, also in bfloat16: ``fused_deform``, see
+:func:`zsm_tf.precision.resolve_fused_deform`).
 
 Shapes: x [N, H, W, C] (C a multiple of 8), kernel [3, 3, C, K], bias [K] -> [N, H, W, K].
 """
@@ -35,21 +36,29 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
-def scope(tile: int):
-    """Convolutions traced inside use Winograd F(tile, 3) where they qualify (0: none)."""
+def scope(tile: int, fused_deform=None):
+    """Convolutions traced inside use Winograd F(tile, 3) where they qualify (0: none).
+    ``fused_deform``: deformable convolutions traced inside use the fused CPU op
+    (:func:`zsm_tf.ops.deform_conv.deform_conv2d`); default: on when ``tile`` is."""
     if tile not in (0, *TILES):
         raise ValueError(f"winograd tile must be 0 (off), 2 or 4, got {tile!r}")
-    before = getattr(_state, "tile", 0)
+    before = getattr(_state, "tile", 0), getattr(_state, "fused_deform", False)
     _state.tile = tile
+    _state.fused_deform = bool(tile) if fused_deform is None else bool(fused_deform)
     try:
         yield
     finally:
-        _state.tile = before
+        _state.tile, _state.fused_deform = before
 
 
 def active_tile() -> int:
     """The tile of the innermost :func:`scope` in this thread (0: off)."""
     return getattr(_state, "tile", 0)
+
+
+def fused_deform_active() -> bool:
+    """Whether the innermost :func:`scope` in this thread turns the fused deformable op on."""
+    return getattr(_state, "fused_deform", False)
 
 
 def _op():

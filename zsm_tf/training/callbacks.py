@@ -143,16 +143,17 @@ class ValidationCallback(StepCallback):
     def _predict_fn(self):
         if self._predict is None:
             from zsm_tf.ops.winograd import scope
-            from zsm_tf.precision import resolve_winograd
+            from zsm_tf.precision import resolve_fused_deform, resolve_winograd
 
             model = self.model
             # the upscaler's Winograd convolutions where they apply (float32 on a CPU)
             dtype = getattr(model, "compute_dtype", "float32")
             tile = resolve_winograd("auto", "float32" if dtype == "float32" else dtype)
+            fused = resolve_fused_deform()
 
             @tf.function(reduce_retracing=True)
             def predict(x):
-                with scope(tile):
+                with scope(tile, fused_deform=fused):
                     return tf.cast(model(x, training=False), tf.float32)
 
             self._predict = predict
