@@ -37,17 +37,17 @@ def median_time(fn, runs):
 def record_deform_calls(model, frames):
     """Shapes of every deformable convolution of one forward pass (run eagerly)."""
     calls = []
-    original = dcn_module.deform_conv2d
+    original = dcn_module.deform_conv2d_from_logits
 
-    def recording(x, offsets, mask, kernel, bias, **kw):
+    def recording(x, offset_mask, kernel, bias, **kw):
         calls.append((tuple(x.shape), tuple(kernel.shape), kw["deformable_groups"]))
-        return original(x, offsets, mask, kernel, bias, **kw)
+        return original(x, offset_mask, kernel, bias, **kw)
 
-    dcn_module.deform_conv2d = recording
+    dcn_module.deform_conv2d_from_logits = recording
     try:
         model(frames)
     finally:
-        dcn_module.deform_conv2d = original
+        dcn_module.deform_conv2d_from_logits = original
     return calls
 
 

@@ -116,13 +116,13 @@ def count_flops(model, window, height, width):
                 px = float(tf.reduce_prod(tf.shape(out)[:3]))
                 counts[stage[0]] = counts.get(stage[0], 0.0) + 2.0 * px * kh * kw * cin * cout
             wrap_call(layer, record)
-    original = dcn_module.deform_conv2d
+    original = dcn_module.deform_conv2d_from_logits
 
-    def recording(x, offsets, mask, kernel, bias, **kw):
+    def recording(x, offset_mask, kernel, bias, **kw):
         kh, kw_, cin, cout = kernel.shape
-        px = float(tf.reduce_prod(tf.shape(offsets)[:3]))
+        px = float(tf.reduce_prod(tf.shape(offset_mask)[:3]))
         counts[stage[0]] = counts.get(stage[0], 0.0) + 2.0 * px * kh * kw_ * cin * cout
-        return original(x, offsets, mask, kernel, bias, **kw)
+        return original(x, offset_mask, kernel, bias, **kw)
 
     blocks = {"features": (model.feature_extractor, model.pyramid),
               "interpolation": (model.interpolation,), "convlstm": (model.convlstm,),
@@ -139,11 +139,11 @@ def count_flops(model, window, height, width):
                     stage[0] = prev
             layer.call = call
             undo.append((layer, inner))
-    dcn_module.deform_conv2d = recording
+    dcn_module.deform_conv2d_from_logits = recording
     try:
         model(tf.zeros([1, window, h0, w0, 3]))   # eager: every RNN step is counted
     finally:
-        dcn_module.deform_conv2d = original
+        dcn_module.deform_conv2d_from_logits = original
         for layer, inner in reversed(undo):
             layer.call = inner
     scale = height * width / (h0 * w0) / 1e9

@@ -4,6 +4,10 @@
 //   ZsmTf>DeformableConv2D(input [B,H,W,C], offsets [B,Ho,Wo,2*dg*K], mask [B,Ho,Wo,dg*K],
 //                          kernel [kh,kw,C,Cout], bias [Cout])
 //       -> output [B,Ho,Wo,Cout] = max(y, negative_slope * y), y = deform_conv(input) + bias
+//   ZsmTf>DeformableConv2DPacked(input, offset_mask [B,Ho,Wo,3*dg*K], kernel, bias) -> the same,
+//       offset_mask being the raw output of the layer's offset/mask convolution: the offsets
+//       (its first 2*dg*K channels) are read in place and the mask is the sigmoid of the last
+//       dg*K channels, taken per block (no slicing copies, no separate sigmoid pass)
 //
 // attrs: kernel_size, strides, padding, dilation (pairs (h, w)), deformable_groups (as
 // ZsmTf>DeformableIm2col), negative_slope (1: no activation). Layouts and sampling:
@@ -15,6 +19,7 @@
 // (winograd_conv.h: 6 x 16 on AVX2, 12 x 16 on AVX-512), adding the bias and the activation as
 // it stores. No gradient (training uses the differentiable im2col op), no GPU or XLA kernel.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -100,19 +105,89 @@ REGISTER_OP("ZsmTf>DeformableConv2D")
     })
     .Doc("Modulated deformable convolution (DCNv2) + bias (+ leaky ReLU), NHWC, CPU inference.");
 
+REGISTER_OP("ZsmTf>DeformableConv2DPacked")
+    .Input("input: float")
+    .Input("offset_mask: float")
+    .Input("kernel: float")
+    .Input("bias: float")
+    .Output("output: float")
+    .Attr("kernel_size: list(int)")
+    .Attr("strides: list(int) = [1, 1]")
+    .Attr("padding: list(int) = [0, 0]")
+    .Attr("dilation: list(int) = [1, 1]")
+    .Attr("deformable_groups: int >= 1 = 1")
+    .Attr("negative_slope: float = 1.0")
+    .SetShapeFn([](InferenceContext* c) {
+      zsm::DeformDims d{};
+      TF_RETURN_IF_ERROR(Attrs(c, &d));
+      ShapeHandle in, om, kernel, bias;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &om));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &kernel));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &bias));
+      DimensionHandle b, cout, unused;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(in, 0), c->Dim(om, 0), &b));
+      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(om, 3), 3 * d.dg * d.K(), &unused));
+      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel, 0), d.kh, &unused));
+      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel, 1), d.kw, &unused));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(in, 3), c->Dim(kernel, 2), &unused));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(kernel, 3), c->Dim(bias, 0), &cout));
+      c->set_output(0, c->MakeShape({b, c->Dim(om, 1), c->Dim(om, 2), cout}));
+      return absl::OkStatus();
+    })
+    .Doc("ZsmTf>DeformableConv2D reading the offsets and the mask logits from one tensor.");
+
+// exp(x) for float32 without branches (vectorisable under `omp simd`): 2^n * p(r), n = round(x /
+// ln 2), r = x - n ln 2 in two parts, p Cephes' degree-6 polynomial; within 2 ulp of std::exp on
+// [-87, 88] (x is clamped there: sigmoid's tails are 0 and 1 to float precision anyway).
+inline float exp_approx(float x) {
+  x = x > -87.f ? x : -87.f;  // selects, not std::min/max (those stop the vectoriser); NaN -> -87
+  x = x < 88.f ? x : 88.f;
+  const float shift = 12582912.f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const float n = (x * 1.44269504088896341f + shift) - shift;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  int32_t bits;
+  std::memcpy(&bits, &p, sizeof(bits));
+  bits += static_cast<int32_t>(n) << 23;
+  std::memcpy(&p, &bits, sizeof(bits));
+  return p;
+}
+
 // Output pixels [begin, end): for each block of kBlock pixels, its columns [n, K*C] are sampled
 // into `cols`, multiplied by the kernel [K*C, kp] (kp: Cout rounded up to kCols, zero columns
-// beyond Cout) into `acc`, and stored with the bias and the activation.
+// beyond Cout) into `acc`, and stored with the bias and the activation. `mask` null: `off` is the
+// packed offset/mask tensor (3*dg*K channels per pixel) and the mask is the sigmoid of its last
+// dg*K channels, computed per block into `mbuf`.
 void ForwardBlocks(const zsm::DeformDims& d, const float* in, const float* off, const float* mask,
                    const float* kernel, int64_t kp, const float* bias, int64_t cout, float slope,
                    float* out, int64_t begin, int64_t end) {
-  const int64_t kc = d.K() * d.C;
+  const int64_t kc = d.K() * d.C, gk = int64_t{d.dg} * d.K();
+  const bool packed = mask == nullptr;
   std::vector<float> cols(static_cast<size_t>(kBlock * kc));
   std::vector<float> acc(static_cast<size_t>(kBlock * kp));
+  std::vector<float> mbuf(packed ? static_cast<size_t>(kBlock * gk) : 0);
   for (int64_t p0 = begin; p0 < end; p0 += kBlock) {
     const int64_t n = std::min(kBlock, end - p0);
     const int64_t np = (n + kRows - 1) / kRows * kRows;
-    zsm::im2col_forward_cpu(d, in, off, mask, cols.data(), p0, p0 + n, p0);
+    if (packed) {
+      float* __restrict mb = mbuf.data();
+      for (int64_t r = 0; r < n; ++r) {
+        const float* __restrict logits = off + (p0 + r) * 3 * gk + 2 * gk;
+#pragma omp simd
+        for (int64_t j = 0; j < gk; ++j) mb[r * gk + j] = 1.f / (1.f + exp_approx(-logits[j]));
+      }
+      zsm::im2col_forward_cpu(d, in, off, mbuf.data(), cols.data(), p0, p0 + n, p0, 3 * gk, gk,
+                              p0);
+    } else {
+      zsm::im2col_forward_cpu(d, in, off, mask, cols.data(), p0, p0 + n, p0);
+    }
     if (np > n) std::memset(&cols[n * kc], 0, (np - n) * kc * sizeof(float));
     for (int64_t k0 = 0; k0 < kp; k0 += kCols)
       for (int64_t r0 = 0; r0 < np; r0 += kRows)
@@ -130,6 +205,8 @@ void ForwardBlocks(const zsm::DeformDims& d, const float* in, const float* off, 
   }
 }
 
+// kPacked: ZsmTf>DeformableConv2DPacked (offsets and mask logits in one input)
+template <bool kPacked>
 class DeformableConv2DOp : public OpKernel {
  public:
   explicit DeformableConv2DOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -142,9 +219,9 @@ class DeformableConv2DOp : public OpKernel {
   void Compute(OpKernelContext* c) override {
     const Tensor& in = c->input(0);
     const Tensor& off = c->input(1);
-    const Tensor& mask = c->input(2);
-    const Tensor& kernel = c->input(3);
-    const Tensor& bias = c->input(4);
+    const Tensor& mask = c->input(kPacked ? 1 : 2);   // packed: not read as such
+    const Tensor& kernel = c->input(kPacked ? 2 : 3);
+    const Tensor& bias = c->input(kPacked ? 3 : 4);
     OP_REQUIRES(c, in.dims() == 4 && off.dims() == 4 && mask.dims() == 4,
                 errors::InvalidArgument("input, offsets and mask must be 4-D (NHWC)"));
     zsm::DeformDims d = attrs_;
@@ -157,12 +234,18 @@ class DeformableConv2DOp : public OpKernel {
     OP_REQUIRES(c, d.C % d.dg == 0,
                 errors::InvalidArgument("input channels (", d.C,
                                         ") must be divisible by deformable_groups (", d.dg, ")"));
-    OP_REQUIRES(c, off.shape() == TensorShape({d.B, d.Ho, d.Wo, 2 * int64_t{d.dg} * d.K()}),
-                errors::InvalidArgument("offsets must be [", d.B, ", Ho, Wo, ",
-                                        2 * d.dg * d.K(), "], got ", off.shape().DebugString()));
-    OP_REQUIRES(c, mask.shape() == TensorShape({d.B, d.Ho, d.Wo, int64_t{d.dg} * d.K()}),
-                errors::InvalidArgument("mask must be [", d.B, ", ", d.Ho, ", ", d.Wo, ", ",
-                                        d.dg * d.K(), "], got ", mask.shape().DebugString()));
+    if (kPacked) {
+      OP_REQUIRES(c, off.shape() == TensorShape({d.B, d.Ho, d.Wo, 3 * int64_t{d.dg} * d.K()}),
+                  errors::InvalidArgument("offset_mask must be [", d.B, ", Ho, Wo, ",
+                                          3 * d.dg * d.K(), "], got ", off.shape().DebugString()));
+    } else {
+      OP_REQUIRES(c, off.shape() == TensorShape({d.B, d.Ho, d.Wo, 2 * int64_t{d.dg} * d.K()}),
+                  errors::InvalidArgument("offsets must be [", d.B, ", Ho, Wo, ",
+                                          2 * d.dg * d.K(), "], got ", off.shape().DebugString()));
+      OP_REQUIRES(c, mask.shape() == TensorShape({d.B, d.Ho, d.Wo, int64_t{d.dg} * d.K()}),
+                  errors::InvalidArgument("mask must be [", d.B, ", ", d.Ho, ", ", d.Wo, ", ",
+                                          d.dg * d.K(), "], got ", mask.shape().DebugString()));
+    }
     OP_REQUIRES(c, bias.dims() == 1, errors::InvalidArgument("bias must be [Cout]"));
     const int64_t cout = bias.dim_size(0);
     OP_REQUIRES(c, kernel.shape() == TensorShape({d.kh, d.kw, d.C, cout}),
@@ -193,7 +276,7 @@ class DeformableConv2DOp : public OpKernel {
     }
     const float* ip = in.flat<float>().data();
     const float* op = off.flat<float>().data();
-    const float* mp = mask.flat<float>().data();
+    const float* mp = kPacked ? nullptr : mask.flat<float>().data();
     const float* bp = bias.flat<float>().data();
     float* yp = y->flat<float>().data();
     const float slope = slope_;
@@ -209,7 +292,10 @@ class DeformableConv2DOp : public OpKernel {
   float slope_ = 1.f;
 };
 
-REGISTER_KERNEL_BUILDER(Name("ZsmTf>DeformableConv2D").Device(DEVICE_CPU), DeformableConv2DOp);
+REGISTER_KERNEL_BUILDER(Name("ZsmTf>DeformableConv2D").Device(DEVICE_CPU),
+                        DeformableConv2DOp<false>);
+REGISTER_KERNEL_BUILDER(Name("ZsmTf>DeformableConv2DPacked").Device(DEVICE_CPU),
+                        DeformableConv2DOp<true>);
 
 }  // namespace
 }  // namespace tensorflow

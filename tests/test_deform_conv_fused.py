@@ -134,3 +134,33 @@ def test_upscaler_uses_it_on_the_cpu_with_the_same_frames(monkeypatch):
         a, b = on.predict(x, 0), off.predict(x, 0)
         assert np.abs(a - b).max() < (2e-5 if precision == "float32" else 2e-2)
         assert np.abs(b).max() > 0.1
+
+
+@pytest.mark.parametrize("shape", [dict(b=2, h=13, w=21, c=32, cout=32, dg=8),
+                                   dict(b=1, h=9, w=7, c=12, cout=20, dg=2, stride=2)])
+def test_packed_op_reads_offsets_and_mask_logits_in_place(shape):
+    """deform_conv2d_from_logits (what the layer calls): inside the scope one packed op, the
+    sigmoid of the mask logits taken inside, even at logits far into the tails."""
+    from zsm_tf.ops.deform_conv import deform_conv2d_from_logits
+
+    (x, off, _, kernel, bias), args = case(**shape)
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=off.shape[:3] + (off.shape[-1] // 2,)) * 4
+    logits.flat[:6] = [-100.0, 100.0, -30.0, 30.0, 0.0, -87.5]
+    packed = tf.concat([off, tf.constant(logits, tf.float32)], -1)
+
+    def fn(scoped):
+        def f():
+            if not scoped:
+                return deform_conv2d_from_logits(x, packed, kernel, bias, impl="custom_op", **args)
+            with winograd.scope(4):
+                return deform_conv2d_from_logits(x, packed, kernel, bias, impl="custom_op", **args)
+        f = tf.function(f)
+        return f().numpy(), {op.type for op in f.get_concrete_function().graph.get_operations()}
+    want, ops_plain = fn(False)
+    got, ops_packed = fn(True)
+    assert "ZsmTf>DeformableConv2DPacked" in ops_packed
+    assert not {"Sigmoid", "StridedSlice", OP, "ZsmTf>DeformableIm2col"} & ops_packed
+    assert "Sigmoid" in ops_plain and "ZsmTf>DeformableIm2col" in ops_plain
+    assert np.abs(want).max() > 0.5
+    assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()

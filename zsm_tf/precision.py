@@ -113,7 +113,8 @@ def resolve_fused_deform() -> bool:
     (``ZsmTf>DeformableConv2D``: sampling and GEMM per block of pixels in the cache, float32
     compute, also for bfloat16 models): when TensorFlow sees no GPU and the op library loads,
     unless the environment sets ``ZSM_TF_FUSED_DEFORM=0``. Same outputs as the im2col + GEMM
-    path to float rounding; one window 7% faster with AVX2 code, 3% in bfloat16 (docs/custom_op.md)."""
+    path to float rounding; one window 4-7% faster with AVX2 code, 3% in bfloat16
+    (docs/custom_op.md)."""
     if os.environ.get(FUSED_DEFORM_ENV, "1").strip() == "0":
         return False
     import tensorflow as tf

@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from zsm_tf.layers.common import build_conv, conv2d
-from zsm_tf.ops.deform_conv import deform_conv2d, resolve_impl
+from zsm_tf.ops.deform_conv import deform_conv2d_from_logits, resolve_impl
 
 
 @keras.saving.register_keras_serializable(package="zsm_tf")
@@ -45,12 +45,11 @@ class DeformableConv2D(keras.layers.Layer):
 
     def call(self, x, features):
         out = self.conv_offset_mask(features)
-        n_off = 2 * self.deformable_groups * self.kernel_size ** 2
-        offsets, mask = out[..., :n_off], tf.sigmoid(out[..., n_off:])
-        return deform_conv2d(x, offsets, mask, tf.cast(self.kernel, x.dtype),
-                             tf.cast(self.bias, x.dtype), strides=1,
-                             padding=self.kernel_size // 2, dilation=1,
-                             deformable_groups=self.deformable_groups, impl=self.deform_impl)
+        return deform_conv2d_from_logits(x, out, tf.cast(self.kernel, x.dtype),
+                                         tf.cast(self.bias, x.dtype), strides=1,
+                                         padding=self.kernel_size // 2, dilation=1,
+                                         deformable_groups=self.deformable_groups,
+                                         impl=self.deform_impl)
 
     @property
     def uses_custom_op(self):

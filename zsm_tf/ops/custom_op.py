@@ -384,8 +384,11 @@ def build_flags(cxx_version: str, march: str) -> tuple[list[str], list[str]]:
     """(compile flags, link flags) of the op library for a compiler (its ``--version`` text) and
     a ``-march`` value (empty: none). The one list: the lazy build below and
     ``custom_ops/Makefile`` (``python -m zsm_tf.ops.custom_op --cxxflags / --ldflags``) use it."""
-    cflags = ["-O3", "-fPIC", "-fopenmp-simd", "-DNDEBUG", "-Wno-deprecated-declarations",
-              *tf.sysconfig.get_compile_flags()]
+    # -fno-trapping-math (clang's default): floating-point compares and selects may be
+    # if-converted, so branch-free loops with them vectorise (the fused deformable op's
+    # sigmoid); it changes no value (no reassociation, unlike -ffast-math)
+    cflags = ["-O3", "-fPIC", "-fopenmp-simd", "-fno-trapping-math", "-DNDEBUG",
+              "-Wno-deprecated-declarations", *tf.sysconfig.get_compile_flags()]
     if "clang" not in cxx_version.lower():
         cflags.append("-Wno-interference-size")  # from Eigen headers with g++ >= 12
     if march:

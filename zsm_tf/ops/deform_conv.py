@@ -194,7 +194,7 @@ def deformable_im2col(inputs, offsets, mask, kernel_size, strides=1, padding=0, 
                                     dilation, deformable_groups)
 
 
-def _fused_op(impl: str, dtype):
+def _fused_op(impl: str, dtype, packed: bool = False):
     """The compiled fused deformable convolution (``ZsmTf>DeformableConv2D``: sampling and GEMM
     in one pass, per block of pixels in the cache; CPU, float32 compute, no gradient) where it
     applies: traced inside a CPU-inference :func:`zsm_tf.ops.winograd.scope` that turns it on
@@ -208,7 +208,8 @@ def _fused_op(impl: str, dtype):
     from zsm_tf.ops import custom_op
 
     lib = custom_op.load()
-    return None if lib is None else getattr(lib, "zsm_tf_deformable_conv2d", None)
+    name = "zsm_tf_deformable_conv2d_packed" if packed else "zsm_tf_deformable_conv2d"
+    return None if lib is None else getattr(lib, name, None)
 
 
 def deform_conv2d(inputs, offsets, mask, kernel, bias=None, *, strides=1, padding=0, dilation=1,
@@ -263,3 +264,29 @@ def deform_conv2d(inputs, offsets, mask, kernel, bias=None, *, strides=1, paddin
     if bias is not None:
         out = tf.nn.bias_add(out, tf.cast(tf.convert_to_tensor(bias, dtype=inputs.dtype), out.dtype))
     return tf.cast(out, inputs.dtype)
+
+
+def deform_conv2d_from_logits(inputs, offset_mask, kernel, bias=None, *, strides=1, padding=0,
+                              dilation=1, deformable_groups=1, impl="auto"):
+    """:func:`deform_conv2d` with its offsets and mask taken from one tensor, the output of a
+    layer's offset/mask convolution: ``offset_mask`` [B, Ho, Wo, 3*dg*kh*kw], the offsets its
+    first 2*dg*kh*kw channels, the mask the sigmoid of the rest. Inside the CPU-inference scope
+    the fused op reads both in place (``ZsmTf>DeformableConv2DPacked``: no slicing copies, the
+    sigmoid taken per block in float32); elsewhere slices, ``tf.sigmoid`` and
+    :func:`deform_conv2d`."""
+    kernel = tf.convert_to_tensor(kernel)
+    inputs = tf.convert_to_tensor(inputs)
+    kh, kw, _, cout = kernel.shape
+    dg = int(deformable_groups)
+    n_off = 2 * dg * kh * kw
+    packed = _fused_op(impl, inputs.dtype, packed=True)
+    if packed is not None and offset_mask.shape[-1] == 3 * dg * kh * kw:
+        f32 = [tf.cast(t, tf.float32) for t in (inputs, offset_mask, kernel)]
+        b32 = tf.zeros([cout]) if bias is None else tf.cast(tf.convert_to_tensor(bias), tf.float32)
+        out = packed(*f32, b32, kernel_size=[kh, kw], strides=list(pair(strides, "strides")),
+                     padding=list(pair(padding, "padding")),
+                     dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
+        return tf.cast(out, inputs.dtype)
+    return deform_conv2d(inputs, offset_mask[..., :n_off], tf.sigmoid(offset_mask[..., n_off:]),
+                         kernel, bias, strides=strides, padding=padding, dilation=dilation,
+                         deformable_groups=dg, impl=impl)
