@@ -172,10 +172,9 @@ class ZoomingSlowMo(keras.Model):
         """[B, N, H, W, 3] -> [B, 2N-1, 4H, 4W, 3]: bicubic x4 of each frame, each new frame
         the motion-compensated midpoint of its neighbours' (motion estimated at LR in float32,
         a fixed prior: no gradient flows through the estimate)."""
-        from zsm_tf.ops.flow import midpoint, symmetric_flow, upscale_flow
+        from zsm_tf.ops.flow import known_dims, midpoint, symmetric_flow, upscale_flow
 
-        shape = tf.shape(frames)
-        b, n, h, w = shape[0], shape[1], shape[2], shape[3]
+        b, n, h, w, _ = known_dims(frames)   # static where known: fewer ops to trace
         lr = tf.cast(frames, tf.float32)
         f0 = tf.reshape(lr[:, :-1], [b * (n - 1), h, w, 3])
         f1 = tf.reshape(lr[:, 1:], [b * (n - 1), h, w, 3])

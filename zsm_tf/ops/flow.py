@@ -24,12 +24,25 @@ import itertools
 import tensorflow as tf
 
 
+def known_dims(x):
+    """``x``'s shape as a list: Python ints where known while tracing (no graph ops: the
+    upscaler traces with the frame size known), scalar tensors where not."""
+    dynamic = None
+    out = []
+    for i, n in enumerate(x.shape):
+        if n is None:
+            if dynamic is None:
+                dynamic = tf.unstack(tf.shape(x))
+            n = dynamic[i]
+        out.append(n)
+    return out
+
+
 def bilinear_sample(images, dx, dy):
     """``images[b, y + dy, x + dx]`` with bilinear interpolation, coordinates clamped to the image.
 
     images ``[B, H, W, C]``; dx, dy ``[B, H, W]`` (pixels) -> ``[B, H, W, C]``."""
-    shape = tf.shape(images)
-    b, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    b, h, w, c = known_dims(images)
     # coordinates in float32 (or float64) even for bfloat16/float16 images: bfloat16 holds
     # integers exactly only up to 256, so pixel positions of a wide frame would round off it
     dtype = images.dtype if images.dtype in (tf.float32, tf.float64) else tf.float32
@@ -66,10 +79,10 @@ def warp(images, flow, sign=1.0):
 def _inside(images, d, sign):
     """How much ``x + sign * d(x)`` lies inside the frame: 1 inside, falling to 0 one pixel
     beyond the border (sampling clamps there, so a sample outside is not evidence): [B, H, W]."""
-    shape = tf.shape(images)
-    h, w = tf.cast(shape[1], d.dtype), tf.cast(shape[2], d.dtype)
-    ys = tf.cast(tf.range(shape[1]), d.dtype)[None, :, None]
-    xs = tf.cast(tf.range(shape[2]), d.dtype)[None, None, :]
+    _, hi, wi, _ = known_dims(images)
+    h, w = tf.cast(hi, d.dtype), tf.cast(wi, d.dtype)
+    ys = tf.cast(tf.range(hi), d.dtype)[None, :, None]
+    xs = tf.cast(tf.range(wi), d.dtype)[None, None, :]
     x = xs + sign * d[..., 0]
     y = ys + sign * d[..., 1]
     out = tf.nn.relu(-x) + tf.nn.relu(x - (w - 1)) + tf.nn.relu(-y) + tf.nn.relu(y - (h - 1))
@@ -102,8 +115,7 @@ def _refine(f0, f1, d, deltas, block, penalty):
 
     All candidates are warped in one batch (``K`` x the images). Returns the new displacement
     [B, H, W, 2] and the cost volume [B, H, W, K]."""
-    shape = tf.shape(f0)
-    b, h, w = shape[0], shape[1], shape[2]
+    b, h, w, _ = known_dims(f0)
     k = len(deltas)
     table = tf.constant(deltas, d.dtype)
     cand = d[None] + table[:, None, None, None, :]             # [K, B, H, W, 2]
@@ -147,8 +159,7 @@ def _median3(d):
     """3x3 median of each component of a field [B, H, W, 2] (edges replicated): removes isolated
     wrong vectors (repetitive texture, flat areas) before they are refined at the next level.
     A 19-exchange median-of-9 network of elementwise min/max (cheaper than sorting)."""
-    shape = tf.shape(d)
-    h, w = shape[1], shape[2]
+    _, h, w, _ = known_dims(d)
     p = tf.pad(d, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
     v = [p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]
     for i, j in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
@@ -197,14 +208,16 @@ def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=
     d = None
     for level in range(levels - 1, -1, -1):
         a, b = pyr[level]
-        shape = tf.shape(a)
-        zero = tf.zeros(tf.concat([shape[:3], [2]], 0), a.dtype)
+        dims = known_dims(a)
+        size = dims[1:3]
+        zero = tf.zeros(tf.stack(dims[:3] + [2]) if any(tf.is_tensor(v) for v in dims)
+                        else dims[:3] + [2], a.dtype)
 
         def search():
             return _refine(a, b, zero, coarse, block, penalty)[0]
 
         def refine(d_above):
-            start = 2.0 * tf.image.resize(d_above, shape[1:3], method="bilinear")
+            start = 2.0 * tf.image.resize(d_above, size, method="bilinear")
             return _refine(a, b, start, fine, block, penalty)[0]
 
         if level >= 3:    # optional level: used (from zero) only if the frame is large enough
@@ -219,7 +232,7 @@ def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=
         elif d is None:
             d = search()
         else:
-            start = 2.0 * tf.image.resize(d, shape[1:3], method="bilinear")
+            start = 2.0 * tf.image.resize(d, size, method="bilinear")
             if level == 2:    # from zero when no optional level above was used
                 d = choose(min_size * 2 ** (level + 1), lambda d=d: refine(d), search)
             else:
@@ -233,8 +246,8 @@ def symmetric_flow(f0, f1, levels=5, coarse_radius=3.0, coarse_step=1.0, radius=
 def upscale_flow(d, scale):
     """Displacements of a ``[B, H, W, 2]`` field at ``scale`` x the resolution:
     ``[B, scale H, scale W, 2]`` (bilinear, values x ``scale``)."""
-    shape = tf.shape(d)
-    return scale * tf.image.resize(d, [scale * shape[1], scale * shape[2]], method="bilinear")
+    _, h, w, _ = known_dims(d)
+    return scale * tf.image.resize(d, [scale * h, scale * w], method="bilinear")
 
 
 def midpoint(f0, f1, d):
