@@ -97,3 +97,24 @@ def test_rate_and_eta_leave_out_the_tracing(capsys):
     assert len(rec.excluded) == 2 and rec.excluded[0] > 0.05   # the first window traced
     assert rec.excluded[1] < rec.excluded[0] / 5               # the second one did not
     assert abs(sum(rec.excluded) - up.predict.trace_seconds) < 1e-9
+
+
+def test_a_bar_closed_right_after_the_tracing_ends_its_line(monkeypatch):
+    """Ctrl-C just after the first window's tracing: the bar's line ends before the error line
+    (tqdm thought a bar whose start moved past its last draw had never been drawn)."""
+    import io
+
+    from zsm_tf.commands.progress import BarProgress
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    bar = BarProgress("prog")
+    bar.start(17, desc="upscale")
+    bar.describe("first window (tracing the model)")
+    time.sleep(0.2)
+    bar.describe("upscale")
+    bar.exclude(0.2)
+    bar.close()
+    print("prog: error: interrupted", file=sys.stderr)
+    lines = err.getvalue().replace("\r", "\n").splitlines()
+    assert lines[-1] == "prog: error: interrupted", err.getvalue()[-200:]

@@ -89,8 +89,14 @@ class BarProgress(Progress):
 
     def exclude(self, seconds):
         if self._bar is not None and seconds > 0:
-            self._bar.start_t = min(self._bar.start_t + seconds, self._bar._time())
-            self._bar.refresh()
+            bar = self._bar
+            bar.start_t = min(bar.start_t + seconds, bar._time())
+            bar.refresh()
+            # it has just been drawn: tqdm's close() ends a bar with a newline only when it was
+            # drawn after start_t (else "never shown, nothing to clear"), and start_t just moved
+            # past its last draw: without this, the line after an interrupt right after the
+            # tracing would follow the bar on the same line
+            bar.last_print_t = max(bar.last_print_t, bar.start_t)
 
     def note(self, msg):
         if self.quiet:
