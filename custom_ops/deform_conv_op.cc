@@ -29,6 +29,7 @@
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/util/work_sharder.h"
 
+#include "deform_attrs.h"
 #include "deform_im2col.h"
 #include "deform_im2col_cpu.h"
 #include "winograd_conv.h"
@@ -44,26 +45,21 @@ using zsm_winograd::kRows;
 
 constexpr int64_t kBlock = 4 * 12;  // output pixels per GEMM block (a multiple of kRows)
 
-absl::Status Pair(const char* name, const std::vector<int32_t>& v, int lo, int* a, int* b) {
-  if (v.size() != 2 || v[0] < lo || v[1] < lo)
-    return errors::InvalidArgument(name, " must be a list of 2 ints >= ", lo);
-  *a = v[0];
-  *b = v[1];
-  return absl::OkStatus();
-}
-
-template <typename Ctx>
-absl::Status Attrs(Ctx* c, zsm::DeformDims* d) {
-  std::vector<int32_t> ks, st, pd, dl;
-  TF_RETURN_IF_ERROR(c->GetAttr("kernel_size", &ks));
-  TF_RETURN_IF_ERROR(c->GetAttr("strides", &st));
-  TF_RETURN_IF_ERROR(c->GetAttr("padding", &pd));
-  TF_RETURN_IF_ERROR(c->GetAttr("dilation", &dl));
-  TF_RETURN_IF_ERROR(c->GetAttr("deformable_groups", &d->dg));
-  TF_RETURN_IF_ERROR(Pair("kernel_size", ks, 1, &d->kh, &d->kw));
-  TF_RETURN_IF_ERROR(Pair("strides", st, 1, &d->sh, &d->sw));
-  TF_RETURN_IF_ERROR(Pair("padding", pd, 0, &d->ph, &d->pw));
-  TF_RETURN_IF_ERROR(Pair("dilation", dl, 1, &d->dh, &d->dw));
+// Shape function of both ops: mask_input < 0 for the packed form (offset_mask at input 1).
+absl::Status OutputShape(InferenceContext* c, int mask_input) {
+  zsm::DeformDims d{};
+  TF_RETURN_IF_ERROR(deform_attrs::Read(c, &d));
+  DimensionHandle b, ho, wo, ch, cout, unused;
+  TF_RETURN_IF_ERROR(deform_attrs::MergeSampling(c, d, mask_input, &b, &ho, &wo, &ch));
+  const int k_input = mask_input < 0 ? 2 : 3;
+  ShapeHandle kernel, bias;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(k_input), 4, &kernel));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(k_input + 1), 1, &bias));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel, 0), d.kh, &unused));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel, 1), d.kw, &unused));
+  TF_RETURN_IF_ERROR(c->Merge(ch, c->Dim(kernel, 2), &unused));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(kernel, 3), c->Dim(bias, 0), &cout));
+  c->set_output(0, c->MakeShape({b, ho, wo, cout}));
   return absl::OkStatus();
 }
 
@@ -74,35 +70,9 @@ REGISTER_OP("ZsmTf>DeformableConv2D")
     .Input("kernel: float")
     .Input("bias: float")
     .Output("output: float")
-    .Attr("kernel_size: list(int)")
-    .Attr("strides: list(int) = [1, 1]")
-    .Attr("padding: list(int) = [0, 0]")
-    .Attr("dilation: list(int) = [1, 1]")
-    .Attr("deformable_groups: int >= 1 = 1")
+    ZSM_DEFORM_ATTRS
     .Attr("negative_slope: float = 1.0")
-    .SetShapeFn([](InferenceContext* c) {
-      zsm::DeformDims d{};
-      TF_RETURN_IF_ERROR(Attrs(c, &d));
-      ShapeHandle in, off, msk, kernel, bias;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &off));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &msk));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 4, &kernel));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 1, &bias));
-      DimensionHandle b, ho, wo, cout, unused;
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(in, 0), c->Dim(off, 0), &b));
-      TF_RETURN_IF_ERROR(c->Merge(b, c->Dim(msk, 0), &b));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(off, 1), c->Dim(msk, 1), &ho));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(off, 2), c->Dim(msk, 2), &wo));
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(off, 3), 2 * d.dg * d.K(), &unused));
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(msk, 3), d.dg * d.K(), &unused));
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel, 0), d.kh, &unused));
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel, 1), d.kw, &unused));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(in, 3), c->Dim(kernel, 2), &unused));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(kernel, 3), c->Dim(bias, 0), &cout));
-      c->set_output(0, c->MakeShape({b, ho, wo, cout}));
-      return absl::OkStatus();
-    })
+    .SetShapeFn([](InferenceContext* c) { return OutputShape(c, 2); })
     .Doc("Modulated deformable convolution (DCNv2) + bias (+ leaky ReLU), NHWC, CPU inference.");
 
 REGISTER_OP("ZsmTf>DeformableConv2DPacked")
@@ -111,30 +81,9 @@ REGISTER_OP("ZsmTf>DeformableConv2DPacked")
     .Input("kernel: float")
     .Input("bias: float")
     .Output("output: float")
-    .Attr("kernel_size: list(int)")
-    .Attr("strides: list(int) = [1, 1]")
-    .Attr("padding: list(int) = [0, 0]")
-    .Attr("dilation: list(int) = [1, 1]")
-    .Attr("deformable_groups: int >= 1 = 1")
+    ZSM_DEFORM_ATTRS
     .Attr("negative_slope: float = 1.0")
-    .SetShapeFn([](InferenceContext* c) {
-      zsm::DeformDims d{};
-      TF_RETURN_IF_ERROR(Attrs(c, &d));
-      ShapeHandle in, om, kernel, bias;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &om));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &kernel));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &bias));
-      DimensionHandle b, cout, unused;
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(in, 0), c->Dim(om, 0), &b));
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(om, 3), 3 * d.dg * d.K(), &unused));
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel, 0), d.kh, &unused));
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel, 1), d.kw, &unused));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(in, 3), c->Dim(kernel, 2), &unused));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(kernel, 3), c->Dim(bias, 0), &cout));
-      c->set_output(0, c->MakeShape({b, c->Dim(om, 1), c->Dim(om, 2), cout}));
-      return absl::OkStatus();
-    })
+    .SetShapeFn([](InferenceContext* c) { return OutputShape(c, -1); })
     .Doc("ZsmTf>DeformableConv2D reading the offsets and the mask logits from one tensor.");
 
 // exp(x) for float32 without branches (vectorisable under `omp simd`): 2^n * p(r), n = round(x /
@@ -210,7 +159,7 @@ template <bool kPacked>
 class DeformableConv2DOp : public OpKernel {
  public:
   explicit DeformableConv2DOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, Attrs(c, &attrs_));
+    OP_REQUIRES_OK(c, deform_attrs::Read(c, &attrs_));
     OP_REQUIRES_OK(c, c->GetAttr("negative_slope", &slope_));
     OP_REQUIRES(c, slope_ >= 0.f && slope_ <= 1.f,
                 errors::InvalidArgument("negative_slope must be in [0, 1], got ", slope_));
@@ -219,33 +168,11 @@ class DeformableConv2DOp : public OpKernel {
   void Compute(OpKernelContext* c) override {
     const Tensor& in = c->input(0);
     const Tensor& off = c->input(1);
-    const Tensor& mask = c->input(kPacked ? 1 : 2);   // packed: not read as such
+    const Tensor* mask = kPacked ? nullptr : &c->input(2);
     const Tensor& kernel = c->input(kPacked ? 2 : 3);
     const Tensor& bias = c->input(kPacked ? 3 : 4);
-    OP_REQUIRES(c, in.dims() == 4 && off.dims() == 4 && mask.dims() == 4,
-                errors::InvalidArgument("input, offsets and mask must be 4-D (NHWC)"));
-    zsm::DeformDims d = attrs_;
-    d.B = in.dim_size(0);
-    d.H = in.dim_size(1);
-    d.W = in.dim_size(2);
-    d.C = in.dim_size(3);
-    d.Ho = off.dim_size(1);
-    d.Wo = off.dim_size(2);
-    OP_REQUIRES(c, d.C % d.dg == 0,
-                errors::InvalidArgument("input channels (", d.C,
-                                        ") must be divisible by deformable_groups (", d.dg, ")"));
-    if (kPacked) {
-      OP_REQUIRES(c, off.shape() == TensorShape({d.B, d.Ho, d.Wo, 3 * int64_t{d.dg} * d.K()}),
-                  errors::InvalidArgument("offset_mask must be [", d.B, ", Ho, Wo, ",
-                                          3 * d.dg * d.K(), "], got ", off.shape().DebugString()));
-    } else {
-      OP_REQUIRES(c, off.shape() == TensorShape({d.B, d.Ho, d.Wo, 2 * int64_t{d.dg} * d.K()}),
-                  errors::InvalidArgument("offsets must be [", d.B, ", Ho, Wo, ",
-                                          2 * d.dg * d.K(), "], got ", off.shape().DebugString()));
-      OP_REQUIRES(c, mask.shape() == TensorShape({d.B, d.Ho, d.Wo, int64_t{d.dg} * d.K()}),
-                  errors::InvalidArgument("mask must be [", d.B, ", ", d.Ho, ", ", d.Wo, ", ",
-                                          d.dg * d.K(), "], got ", mask.shape().DebugString()));
-    }
+    zsm::DeformDims d;
+    OP_REQUIRES_OK(c, deform_attrs::CheckSampling(attrs_, in, off, mask, &d));
     OP_REQUIRES(c, bias.dims() == 1, errors::InvalidArgument("bias must be [Cout]"));
     const int64_t cout = bias.dim_size(0);
     OP_REQUIRES(c, kernel.shape() == TensorShape({d.kh, d.kw, d.C, cout}),
@@ -276,7 +203,7 @@ class DeformableConv2DOp : public OpKernel {
     }
     const float* ip = in.flat<float>().data();
     const float* op = off.flat<float>().data();
-    const float* mp = kPacked ? nullptr : mask.flat<float>().data();
+    const float* mp = kPacked ? nullptr : mask->flat<float>().data();
     const float* bp = bias.flat<float>().data();
     float* yp = y->flat<float>().data();
     const float slope = slope_;

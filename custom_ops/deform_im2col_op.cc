@@ -24,6 +24,7 @@
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/util/work_sharder.h"
 
+#include "deform_attrs.h"
 #include "deform_im2col.h"
 #include "deform_im2col_cpu.h"
 #ifdef ZSM_WITH_CUDA
@@ -40,56 +41,13 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
-struct Attrs {
-  int kh, kw, sh, sw, ph, pw, dh, dw, dg;
-  int K() const { return kh * kw; }
-};
-
-absl::Status ReadPair(const char* name, const std::vector<int32_t>& v, int lo, int* a, int* b) {
-  if (v.size() != 2 || v[0] < lo || v[1] < lo)
-    return errors::InvalidArgument(name, " must be a list of 2 ints >= ", lo);
-  *a = v[0];
-  *b = v[1];
-  return absl::OkStatus();
-}
-
-// Reads the attrs from an InferenceContext or an OpKernelConstruction.
-template <typename Ctx>
-absl::Status ReadAttrs(Ctx* c, Attrs* a) {
-  std::vector<int32_t> ks, st, pd, dl;
-  TF_RETURN_IF_ERROR(c->GetAttr("kernel_size", &ks));
-  TF_RETURN_IF_ERROR(c->GetAttr("strides", &st));
-  TF_RETURN_IF_ERROR(c->GetAttr("padding", &pd));
-  TF_RETURN_IF_ERROR(c->GetAttr("dilation", &dl));
-  TF_RETURN_IF_ERROR(c->GetAttr("deformable_groups", &a->dg));
-  TF_RETURN_IF_ERROR(ReadPair("kernel_size", ks, 1, &a->kh, &a->kw));
-  TF_RETURN_IF_ERROR(ReadPair("strides", st, 1, &a->sh, &a->sw));
-  TF_RETURN_IF_ERROR(ReadPair("padding", pd, 0, &a->ph, &a->pw));
-  TF_RETURN_IF_ERROR(ReadPair("dilation", dl, 1, &a->dh, &a->dw));
-  return absl::OkStatus();
-}
-
 // Shape of the columns; works with unknown batch, H, W (Ho, Wo come from offsets and mask).
 absl::Status ForwardShape(InferenceContext* c) {
-  Attrs a;
-  TF_RETURN_IF_ERROR(ReadAttrs(c, &a));
-  ShapeHandle in, off, msk;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &off));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &msk));
-  DimensionHandle b, ho, wo, unused;
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(in, 0), c->Dim(off, 0), &b));
-  TF_RETURN_IF_ERROR(c->Merge(b, c->Dim(msk, 0), &b));
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(off, 1), c->Dim(msk, 1), &ho));
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(off, 2), c->Dim(msk, 2), &wo));
-  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(off, 3), 2 * a.dg * a.K(), &unused));
-  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(msk, 3), a.dg * a.K(), &unused));
-  const DimensionHandle ch = c->Dim(in, 3);
-  if (c->ValueKnown(ch) && c->Value(ch) % a.dg != 0)
-    return errors::InvalidArgument("input channels (", c->Value(ch),
-                                   ") must be divisible by deformable_groups (", a.dg, ")");
-  DimensionHandle cols_ch;
-  TF_RETURN_IF_ERROR(c->Multiply(ch, a.K(), &cols_ch));
+  zsm::DeformDims d{};
+  TF_RETURN_IF_ERROR(deform_attrs::Read(c, &d));
+  DimensionHandle b, ho, wo, ch, cols_ch;
+  TF_RETURN_IF_ERROR(deform_attrs::MergeSampling(c, d, 2, &b, &ho, &wo, &ch));
+  TF_RETURN_IF_ERROR(c->Multiply(ch, d.K(), &cols_ch));
   c->set_output(0, c->MakeShape({b, ho, wo, cols_ch}));
   return absl::OkStatus();
 }
@@ -107,11 +65,7 @@ REGISTER_OP("ZsmTf>DeformableIm2col")
     .Input("mask: T")
     .Output("columns: T")
     .Attr("T: {float, double}")
-    .Attr("kernel_size: list(int)")
-    .Attr("strides: list(int) = [1, 1]")
-    .Attr("padding: list(int) = [0, 0]")
-    .Attr("dilation: list(int) = [1, 1]")
-    .Attr("deformable_groups: int >= 1 = 1")
+    ZSM_DEFORM_ATTRS
     .SetShapeFn(ForwardShape)
     .Doc("Deformable modulated im2col (DCNv2), NHWC; columns are tap-major, channel-minor.");
 
@@ -124,35 +78,9 @@ REGISTER_OP("ZsmTf>DeformableIm2colGrad")
     .Output("grad_offsets: T")
     .Output("grad_mask: T")
     .Attr("T: {float, double}")
-    .Attr("kernel_size: list(int)")
-    .Attr("strides: list(int) = [1, 1]")
-    .Attr("padding: list(int) = [0, 0]")
-    .Attr("dilation: list(int) = [1, 1]")
-    .Attr("deformable_groups: int >= 1 = 1")
+    ZSM_DEFORM_ATTRS
     .SetShapeFn(BackwardShape)
     .Doc("Gradients of ZsmTf>DeformableIm2col wrt input, offsets and mask.");
-
-// Checks the runtime shapes and fills the sizes.
-absl::Status GetDims(const Attrs& a, const Tensor& in, const Tensor& off, const Tensor& mask,
-                     zsm::DeformDims* d) {
-  if (in.dims() != 4 || off.dims() != 4 || mask.dims() != 4)
-    return errors::InvalidArgument("input, offsets and mask must be 4-D (NHWC), got ",
-                                   in.shape().DebugString(), ", ", off.shape().DebugString(), ", ",
-                                   mask.shape().DebugString());
-  *d = {in.dim_size(0), in.dim_size(1), in.dim_size(2), in.dim_size(3), off.dim_size(1),
-        off.dim_size(2), a.kh, a.kw, a.sh, a.sw, a.ph, a.pw, a.dh, a.dw, a.dg};
-  if (d->C % a.dg != 0)
-    return errors::InvalidArgument("input channels (", d->C,
-                                   ") must be divisible by deformable_groups (", a.dg, ")");
-  if (off.dim_size(0) != d->B || off.dim_size(3) != 2 * a.dg * a.K())
-    return errors::InvalidArgument("offsets must be [", d->B, ", Ho, Wo, ", 2 * a.dg * a.K(),
-                                   "], got ", off.shape().DebugString());
-  const TensorShape mask_shape({d->B, d->Ho, d->Wo, int64_t{a.dg} * a.K()});
-  if (mask.shape() != mask_shape)
-    return errors::InvalidArgument("mask must be ", mask_shape.DebugString(), ", got ",
-                                   mask.shape().DebugString());
-  return absl::OkStatus();
-}
 
 struct CpuTag {};
 struct GpuTag {};
@@ -261,13 +189,13 @@ template <typename Device, typename T>
 class DeformIm2colOp : public OpKernel {
  public:
   explicit DeformIm2colOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, ReadAttrs(c, &attrs_));
+    OP_REQUIRES_OK(c, deform_attrs::Read(c, &attrs_));
   }
 
   void Compute(OpKernelContext* c) override {
     const Tensor &in = c->input(0), &off = c->input(1), &mask = c->input(2);
     zsm::DeformDims d;
-    OP_REQUIRES_OK(c, GetDims(attrs_, in, off, mask, &d));
+    OP_REQUIRES_OK(c, deform_attrs::CheckSampling(attrs_, in, off, &mask, &d));
     Tensor* cols = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({d.B, d.Ho, d.Wo, d.K() * d.C}), &cols));
     if (cols->NumElements() == 0) return;
@@ -276,21 +204,21 @@ class DeformIm2colOp : public OpKernel {
   }
 
  private:
-  Attrs attrs_;
+  zsm::DeformDims attrs_{};
 };
 
 template <typename Device, typename T>
 class DeformIm2colGradOp : public OpKernel {
  public:
   explicit DeformIm2colGradOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, ReadAttrs(c, &attrs_));
+    OP_REQUIRES_OK(c, deform_attrs::Read(c, &attrs_));
   }
 
   void Compute(OpKernelContext* c) override {
     const Tensor &in = c->input(0), &off = c->input(1), &mask = c->input(2),
                  &grad_cols = c->input(3);
     zsm::DeformDims d;
-    OP_REQUIRES_OK(c, GetDims(attrs_, in, off, mask, &d));
+    OP_REQUIRES_OK(c, deform_attrs::CheckSampling(attrs_, in, off, &mask, &d));
     const TensorShape cols_shape({d.B, d.Ho, d.Wo, d.K() * d.C});
     OP_REQUIRES(c, grad_cols.shape() == cols_shape,
                 errors::InvalidArgument("grad_columns must be ", cols_shape.DebugString(),
@@ -305,7 +233,7 @@ class DeformIm2colGradOp : public OpKernel {
   }
 
  private:
-  Attrs attrs_;
+  zsm::DeformDims attrs_{};
 };
 
 #define ZSM_REGISTER(DEV, TAG, T)                                                       \

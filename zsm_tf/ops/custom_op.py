@@ -62,7 +62,7 @@ from zsm_tf.ops.conv_args import pair
 
 OP_NAME = "ZsmTf>DeformableIm2col"
 GRAD_OP_NAME = "ZsmTf>DeformableIm2colGrad"
-_SOURCES = ("deform_im2col.h", "deform_im2col_cpu.h", "deform_im2col_gpu.h",
+_SOURCES = ("deform_attrs.h", "deform_im2col.h", "deform_im2col_cpu.h", "deform_im2col_gpu.h",
             "deform_im2col_op.cc", "deform_im2col_gpu.cu.cc", "gpu_launch.h",
             "winograd_conv.h", "winograd_conv_op.cc", "deform_conv_op.cc")
 _ATTRS = ("kernel_size", "strides", "padding", "dilation", "deformable_groups")
