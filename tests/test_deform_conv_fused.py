@@ -79,6 +79,34 @@ def test_fused_op_rejects_bad_shapes_with_a_clear_error():
         lib.zsm_tf_deformable_conv2d(x, off, mask, kernel[:, :, :8], bias, **attrs)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="mask|Dimension"):
         lib.zsm_tf_deformable_conv2d(x, off, mask[..., :9], kernel, bias, **attrs)
+    wide = tf.zeros([1, 1, 1 << 15, 4])   # the sampler's int32 indices: sides below 2^15
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pixels a side"):
+        lib.zsm_tf_deformable_conv2d(wide, tf.zeros([1, 1, 1 << 15, 18]), tf.zeros([1, 1, 1 << 15, 9]),
+                                     tf.zeros([3, 3, 4, 16]), tf.zeros([16]), kernel_size=[3, 3],
+                                     padding=[1, 1])
+
+
+def test_fused_op_samples_nan_and_far_offsets_as_the_im2col_op():
+    """Offsets NaN or far outside give zero columns, corners outside read zeros (an inf in the
+    image stays out of samples that do not touch it), a NaN mask only spoils its own sample:
+    the fused sampler (tap-major, branch-free plans) agrees with the im2col op everywhere."""
+    (x, off, mask, kernel, bias), args = case(2, 12, 14, 16, 16, 2, seed=3)
+    off, mask, x = off.numpy(), mask.numpy(), x.numpy()
+    off[0, 2, 3, 4] = np.nan
+    off[0, 5, 5, 7] = np.inf
+    off[1, 1:4, 2:6, ::3] = -40.0
+    off[1, 6, 6, 0:2] = [11.999, -0.9999]      # the last row, a corner on each side
+    mask[0, 7, 7, 3] = np.nan
+    x[1, 0, 0, :] = np.inf                     # read only by samples that touch pixel (0, 0)
+    inputs = tuple(tf.constant(v) for v in (x, off, mask)) + (kernel, bias)
+    want, _ = run(inputs, args, scoped=False)
+    got, ops = run(inputs, args, scoped=True)
+    assert OP in ops
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want)
+    assert fin.mean() > 0.8 and (~fin).any()
+    assert np.abs(got[fin] - want[fin]).max() <= 2e-5 * np.abs(want[fin]).max()
 
 
 def test_training_keeps_the_differentiable_path_and_the_scope_decides():
