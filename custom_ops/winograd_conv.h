@@ -137,6 +137,33 @@ inline void micro_kernel(const float* a, int lda, const float* b, int ldb, float
 }
 #endif
 
+// Narrow outputs (K <= 8, e.g. the network's last convolution, 64 -> 3): the kernel is padded
+// to 8 output channels instead of kCols = 16 and this 12 x 8 micro-kernel (12 accumulators,
+// enough to keep both FMA ports busy) halves the padded GEMM.
+constexpr int kNarrowRows = 12;
+constexpr int kNarrowCols = 8;
+
+// c[r][0..8) = sum_k a[r][k] * b[k][0..8) for the 12 rows r (a: lda, b: ldb, c: ldc floats)
+inline void micro_kernel_narrow(const float* a, int lda, const float* b, int ldb, float* c,
+                                int ldc, int depth) {
+  v8 acc[kNarrowRows];
+  for (int r = 0; r < kNarrowRows; ++r) acc[r] = splat(0.f);
+  for (int k = 0; k < depth; ++k) {
+    const v8 b0 = load8(b + k * ldb);
+#pragma GCC unroll 12
+    for (int r = 0; r < kNarrowRows; ++r) acc[r] = fma8(splat(a[r * lda + k]), b0, acc[r]);
+  }
+  for (int r = 0; r < kNarrowRows; ++r) store8(c + r * ldc, acc[r]);
+}
+
+// The output channels the transformed kernel is padded to: 8 for k <= 8 (when the tile chunk
+// holds whole 12-row blocks), else a multiple of kCols.
+template <int Chunk>
+inline int64_t padded_outputs(int64_t k) {
+  return (Chunk % kNarrowRows == 0 && k <= kNarrowCols) ? kNarrowCols
+                                                         : (k + kCols - 1) / kCols * kCols;
+}
+
 struct Shape {
   int64_t n, h, w, c, k, kp;
 };
@@ -211,7 +238,9 @@ struct Winograd {
       float* yn = y + n * s.h * s.w * K;
       for (int64_t tx0 = 0; tx0 < tw; tx0 += kChunk) {
         const int64_t nt = std::min<int64_t>(kChunk, tw - tx0);
-        const int64_t ntp = (nt + kRows - 1) / kRows * kRows;
+        const bool narrow = Kp == kNarrowCols;   // padded_outputs chose the narrow kernel
+        const int64_t rows_per = narrow ? kNarrowRows : kRows;
+        const int64_t ntp = (nt + rows_per - 1) / rows_per * rows_per;
         // input transform: V[p][t][c]
         for (int64_t ti = 0; ti < ntp; ++ti) {
           if (ti >= nt) {  // padding rows of the GEMM
@@ -252,6 +281,11 @@ struct Winograd {
           const float* vp = &vbuf[p * kChunk * C];
           const float* up = u + p * C * Kp;
           float* mp = &mbuf[p * kChunk * Kp];
+          if (narrow) {
+            for (int64_t t0 = 0; t0 < ntp; t0 += kNarrowRows)
+              micro_kernel_narrow(vp + t0 * C, C, up, Kp, mp + t0 * Kp, Kp, C);
+            continue;
+          }
           for (int64_t k0 = 0; k0 < Kp; k0 += kCols)
             for (int64_t t0 = 0; t0 < ntp; t0 += kRows)
               micro_kernel(vp + t0 * C, C, up + k0, Kp, mp + t0 * Kp + k0, Kp, C);

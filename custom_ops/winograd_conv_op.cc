@@ -92,7 +92,7 @@ class WinogradConv3x3Op : public OpKernel {
                 errors::InvalidArgument("kernel must be [3, 3, ", channels, ", ", filters,
                                         "], got ", kernel.shape().DebugString()));
     zsm_winograd::Shape s{x.dim_size(0), x.dim_size(1), x.dim_size(2), channels, filters,
-                          (filters + 15) / 16 * 16};
+                          zsm_winograd::padded_outputs<zsm_winograd::Winograd<4>::kChunk>(filters)};
     Tensor* y = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({s.n, s.h, s.w, s.k}), &y));
     if (y->NumElements() == 0) return;

@@ -21,7 +21,10 @@ def reference(x, kernel, bias, slope):
 
 @pytest.mark.parametrize("tile", winograd.TILES)
 @pytest.mark.parametrize("shape", [(2, 37, 53, 32, 20), (1, 8, 8, 8, 3), (3, 1, 5, 16, 40),
-                                   (1, 30, 12, 64, 108)])
+                                   (1, 30, 12, 64, 108),
+                                   # narrow outputs (<= 8: the 12 x 8 kernel), over several
+                                   # chunks of tiles with a partial last one: conv_last's 64 -> 3
+                                   (2, 13, 107, 64, 3), (1, 9, 30, 16, 8), (1, 5, 50, 8, 9)])
 @pytest.mark.parametrize("slope", [1.0, 0.1, 0.0])
 def test_op_matches_the_direct_convolution(tile, shape, slope):
     n, h, w, c, k = shape
