@@ -33,20 +33,19 @@ void dispatch_group_width(int64_t cg, F&& f) {
 
 template <int CG, typename T>
 void im2col_forward_cg(const DeformDims& d, const T* in, const T* off, const T* mask, T* cols,
-                       int64_t begin, int64_t end, int64_t col0, int64_t off_stride,
-                       int64_t mask_stride, int64_t mask0) {
+                       int64_t begin, int64_t end) {
   const int K = d.K(), dg = d.dg;
   const int64_t C = d.C, Cg = CG > 0 ? CG : d.Cg(), HW = d.H * d.W, HoWo = d.Ho * d.Wo;
   const std::vector<T> zeros(Cg, T(0));  // read in place of corners outside the image
   for (int64_t pix = begin; pix < end; ++pix) {
     const int64_t b = pix / HoWo, ho = (pix % HoWo) / d.Wo, wo = pix % d.Wo;
     const T* img = in + b * HW * C;
-    const T* o = off + pix * off_stride;
-    const T* m = mask + (pix - mask0) * mask_stride;
+    const T* o = off + pix * 2 * dg * K;
+    const T* m = mask + pix * dg * K;
     for (int k = 0; k < K; ++k) {
       for (int g = 0; g < dg; ++g) {
         const int gk = g * K + k;
-        T* __restrict dst = cols + ((pix - col0) * K + k) * C + g * Cg;
+        T* __restrict dst = cols + (pix * K + k) * C + g * Cg;
         T y, x;
         sample_position(d, ho, wo, k, o[2 * gk], o[2 * gk + 1], &y, &x);
         Plan<T> p;
@@ -70,20 +69,12 @@ void im2col_forward_cg(const DeformDims& d, const T* in, const T* off, const T* 
   }
 }
 
-// Forward: columns of output pixels [begin, end) (flat index b*Ho*Wo + ho*Wo + wo). Pixel p's
-// columns go to row p - col0 of `cols` (col0 = 0: the whole [B*Ho*Wo, K*C] array; col0 = begin: a
-// buffer of end - begin rows, as the fused convolution of deform_conv_op.cc uses). Pixel p's
-// offsets are at off + p * off_stride, its mask at mask + (p - mask0) * mask_stride (strides 0:
-// the dense 2*dg*K and dg*K; the fused op reads the offsets inside the offset/mask tensor and the
-// mask from a per-block buffer).
+// Forward: columns of output pixels [begin, end) (flat index b*Ho*Wo + ho*Wo + wo).
 template <typename T>
 void im2col_forward_cpu(const DeformDims& d, const T* in, const T* off, const T* mask, T* cols,
-                        int64_t begin, int64_t end, int64_t col0 = 0, int64_t off_stride = 0,
-                        int64_t mask_stride = 0, int64_t mask0 = 0) {
-  const int64_t os = off_stride ? off_stride : 2 * d.dg * d.K();
-  const int64_t ms = mask_stride ? mask_stride : d.dg * d.K();
+                        int64_t begin, int64_t end) {
   dispatch_group_width(d.Cg(), [&](auto cg) {
-    im2col_forward_cg<decltype(cg)::value>(d, in, off, mask, cols, begin, end, col0, os, ms, mask0);
+    im2col_forward_cg<decltype(cg)::value>(d, in, off, mask, cols, begin, end);
   });
 }
 
