@@ -225,13 +225,17 @@ struct Winograd {
   // are max(conv + bias, slope * (conv + bias)): slope 1 none, 0 ReLU, 0.1 LeakyReLU(0.1)
   // The input is the channel concatenation of `parts` tensors xs[i] [N, H, W, cs[i]] (each cs[i]
   // a multiple of 8, summing to s.c): the concatenation is never made.
+  // With `shuffle` r > 1 the output is pixel-shuffled as it is stored: y [N, r H, r W, K / r^2],
+  // output channel k = (i r + j) K/r^2 + c going to sub-pixel (i, j), channel c (the caller
+  // orders the kernel's outputs so; K / r^2 must be a multiple of 8).
   static void run(const Shape& s, const float* const* xs, const int64_t* cs, int parts,
                   const float* u, const float* bias, float* y, int64_t begin, int64_t end,
-                  float slope = 1.f) {
+                  float slope = 1.f, int shuffle = 1) {
     const v8 sv = splat(slope);
     const int64_t th = tile_rows(s), tw = tile_cols(s), C = s.c, K = s.k, Kp = s.kp;
+    const int64_t r = shuffle, Kr = K / (r * r), row_stride = s.w * r * Kr;
     std::vector<float> vbuf(static_cast<size_t>(P) * kChunk * C);
-    std::vector<float> mbuf(static_cast<size_t>(P) * kChunk * Kp);
+    std::vector<float> mbuf(static_cast<size_t>(P) * kChunk * kCols);
     v8 d[A * A], t[A * A];
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / th, ty = row % th;
@@ -276,51 +280,63 @@ struct Winograd {
             }
           }
         }
-        // one GEMM per position: M[p] (ntp x Kp) = V[p] (ntp x C) * U[p] (C x Kp)
-        for (int p = 0; p < P; ++p) {
-          const float* vp = &vbuf[p * kChunk * C];
-          const float* up = u + p * C * Kp;
-          float* mp = &mbuf[p * kChunk * Kp];
-          if (narrow) {
-            for (int64_t t0 = 0; t0 < ntp; t0 += kNarrowRows)
-              micro_kernel_narrow(vp + t0 * C, C, up, Kp, mp + t0 * Kp, Kp, C);
-            continue;
-          }
-          for (int64_t k0 = 0; k0 < Kp; k0 += kCols)
-            for (int64_t t0 = 0; t0 < ntp; t0 += kRows)
-              micro_kernel(vp + t0 * C, C, up + k0, Kp, mp + t0 * Kp + k0, Kp, C);
-        }
-        // output transform, bias, store the in-bounds outputs
-        for (int64_t ti = 0; ti < nt; ++ti) {
-          const int64_t y0 = ty * M, x0 = (tx0 + ti) * M;
-          for (int64_t k = 0; k < Kp && k < K; k += 8) {
-            v8 mm[P], o[M], q[A * M];
-            for (int p = 0; p < P; ++p) mm[p] = load8(&mbuf[(p * kChunk + ti) * Kp + k]);
-            for (int l = 0; l < A; ++l) {  // rows: q[p'][l] = sum_k AT[p'][k] M[k][l]
-              v8 col[A];
-              for (int kk = 0; kk < A; ++kk) col[kk] = mm[kk * A + l];
-              Tr<M>::at(col, o);
-              for (int pp = 0; pp < M; ++pp) q[pp * A + l] = o[pp];
+        // per block of `cols` output channels: one GEMM per position, M[p] (ntp x cols) =
+        // V[p] (ntp x C) * U[p] (C x cols), into mbuf (P x kChunk x cols floats: L1-resident),
+        // then the output transform of those channels of the chunk's tiles from there
+        const int64_t cols = narrow ? kNarrowCols : kCols;
+        for (int64_t k0 = 0; k0 < Kp; k0 += cols) {
+          for (int p = 0; p < P; ++p) {
+            const float* vp = &vbuf[p * kChunk * C];
+            const float* up = u + p * C * Kp + k0;
+            float* mp = &mbuf[p * kChunk * cols];
+            if (narrow) {
+              for (int64_t t0 = 0; t0 < ntp; t0 += kNarrowRows)
+                micro_kernel_narrow(vp + t0 * C, C, up, Kp, mp + t0 * cols, cols, C);
+            } else {
+              for (int64_t t0 = 0; t0 < ntp; t0 += kRows)
+                micro_kernel(vp + t0 * C, C, up, Kp, mp + t0 * cols, cols, C);
             }
-            float bb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            const int lanes = static_cast<int>(std::min<int64_t>(8, K - k));
-            std::memcpy(bb, bias + k, lanes * sizeof(float));
-            const v8 bv = load8(bb);
-            for (int pp = 0; pp < M; ++pp) {
-              const int64_t yy = y0 + pp;
-              if (yy >= s.h) break;
-              Tr<M>::at(&q[pp * A], o);
-              for (int qq = 0; qq < M; ++qq) {
-                const int64_t xx = x0 + qq;
-                if (xx >= s.w) break;
-                float* dst = yn + (yy * s.w + xx) * K + k;
-                const v8 val = max8(o[qq] + bv, sv * (o[qq] + bv));
-                if (lanes == 8) {
-                  store8(dst, val);
-                } else {
-                  float tmp[8];
-                  store8(tmp, val);
-                  std::memcpy(dst, tmp, lanes * sizeof(float));
+          }
+          if (k0 >= K) continue;   // padding channels only
+          // output transform, bias, store the in-bounds outputs
+          for (int64_t ti = 0; ti < nt; ++ti) {
+            const int64_t y0 = ty * M, x0 = (tx0 + ti) * M;
+            for (int64_t k = k0; k < k0 + cols && k < K; k += 8) {
+              const int64_t sub = k / Kr;   // the sub-pixel (i, j) = (sub / r, sub % r)
+              float* yk = yn + (sub / r) * row_stride + (sub % r) * Kr + k % Kr;
+              const float* mk = &mbuf[ti * cols + (k - k0)];
+              v8 o[M], q[A * M];
+              for (int l = 0; l < A; ++l) {  // rows: q[p'][l] = sum_k AT[p'][k] M[k][l]
+                v8 col[A];
+                for (int kk = 0; kk < A; ++kk) col[kk] = load8(mk + (kk * A + l) * kChunk * cols);
+                Tr<M>::at(col, o);
+                for (int pp = 0; pp < M; ++pp) q[pp * A + l] = o[pp];
+              }
+              const int lanes = static_cast<int>(std::min<int64_t>(8, K - k));
+              v8 bv;
+              if (lanes == 8) {
+                bv = load8(bias + k);
+              } else {
+                float bb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                std::memcpy(bb, bias + k, lanes * sizeof(float));
+                bv = load8(bb);
+              }
+              for (int pp = 0; pp < M; ++pp) {
+                const int64_t yy = y0 + pp;
+                if (yy >= s.h) break;
+                Tr<M>::at(&q[pp * A], o);
+                for (int qq = 0; qq < M; ++qq) {
+                  const int64_t xx = x0 + qq;
+                  if (xx >= s.w) break;
+                  float* dst = yk + yy * r * row_stride + xx * r * Kr;
+                  const v8 val = max8(o[qq] + bv, sv * (o[qq] + bv));
+                  if (lanes == 8) {
+                    store8(dst, val);
+                  } else {
+                    float tmp[8];
+                    store8(tmp, val);
+                    std::memcpy(dst, tmp, lanes * sizeof(float));
+                  }
                 }
               }
             }

@@ -41,6 +41,27 @@ def test_op_matches_the_direct_convolution(tile, shape, slope):
     assert np.abs(want).max() > 0.5   # not all zeros
 
 
+@pytest.mark.parametrize("tile", winograd.TILES)
+@pytest.mark.parametrize("shape,r", [((2, 13, 27, 32, 128), 2), ((1, 6, 9, 16, 32), 2),
+                                     ((1, 7, 5, 8, 72), 3)])
+def test_op_writes_the_pixel_shuffled_output_in_pytorchs_order(tile, shape, r):
+    """shuffle r: the same as PixelShuffle(r) (PyTorch's order) of the activated convolution,
+    made by the op as it stores its outputs."""
+    from zsm_tf.layers.pixel_shuffle import PixelShuffle
+
+    n, h, w, c, k = shape
+    rng = np.random.default_rng(sum(shape) + tile + r)
+    x = tf.constant(rng.normal(size=(n, h, w, c)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, c, k)) / np.sqrt(9 * c), tf.float32)
+    bias = tf.constant(rng.normal(size=k), tf.float32)
+    want = PixelShuffle(r)(reference(x, kernel, bias, 0.1)).numpy()
+    got = winograd.winograd_conv3x3(x, kernel, bias, tile, 0.1, shuffle=r).numpy()
+    assert got.shape == want.shape == (n, r * h, r * w, k // (r * r))
+    assert np.abs(got - want).max() <= {2: 2e-6, 4: 2e-5}[tile] * np.abs(want).max()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiple of"):
+        winograd.winograd_conv3x3(x, kernel[..., :k - 8], bias[:k - 8], tile, shuffle=r)
+
+
 def test_op_rejects_bad_shapes_with_a_clear_error():
     x = tf.zeros([1, 8, 8, 12])   # channels not a multiple of 8
     with pytest.raises(tf.errors.InvalidArgumentError, match="multiple of 8"):

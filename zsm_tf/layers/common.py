@@ -49,6 +49,20 @@ def conv_lrelu(conv, x):
     return conv(x, negative_slope=LRELU_SLOPE)
 
 
+def conv_lrelu_shuffle(conv, shuffle, x):
+    """``shuffle(lrelu(conv(x)))`` for a :class:`Conv2D` and a
+    :class:`zsm_tf.layers.pixel_shuffle.PixelShuffle` (= ``shuffle(conv(x))`` then LeakyReLU):
+    inside :func:`zsm_tf.ops.winograd.scope` the Winograd op writes the shuffled output itself
+    and the shuffle's copy is never made. [B, H, W, Cin] -> [B, rH, rW, filters / r^2]."""
+    from zsm_tf.ops import winograd
+
+    tile, r = winograd.active_tile(), shuffle.upscale_factor
+    if (tile and isinstance(conv, Conv2D) and winograd.eligible(conv, x)
+            and conv.filters % (8 * r * r) == 0):
+        return winograd.winograd_conv3x3(x, conv.kernel, conv.bias, tile, LRELU_SLOPE, shuffle=r)
+    return shuffle(conv_lrelu(conv, x))
+
+
 def conv_concat(conv, parts, negative_slope=None):
     """``conv(tf.concat(parts, -1))`` (then a LeakyReLU of ``negative_slope``, if given): inside
     :func:`zsm_tf.ops.winograd.scope` the Winograd op reads the parts itself and the

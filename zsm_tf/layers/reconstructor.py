@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from zsm_tf.layers.common import build_conv, conv2d, conv_lrelu, conv_params
+from zsm_tf.layers.common import build_conv, conv2d, conv_lrelu, conv_lrelu_shuffle, conv_params
 from zsm_tf.layers.pixel_shuffle import PixelShuffle
 from zsm_tf.layers.residual_block import ResidualTrunk
 
@@ -35,9 +35,10 @@ class Reconstructor(keras.layers.Layer):
 
     def call(self, x):
         x = self.recon_trunk(x)
-        # lrelu(shuffle(conv(x))) = shuffle(lrelu(conv(x))): the activation fuses into the conv
-        x = self.pixel_shuffle(conv_lrelu(self.upconv1, x))
-        x = self.pixel_shuffle(conv_lrelu(self.upconv2, x))
+        # lrelu(shuffle(conv(x))) = shuffle(lrelu(conv(x))): the activation (and, in the
+        # Winograd op, the shuffle) fuses into the conv
+        x = conv_lrelu_shuffle(self.upconv1, self.pixel_shuffle, x)
+        x = conv_lrelu_shuffle(self.upconv2, self.pixel_shuffle, x)
         return self.conv_last(conv_lrelu(self.HRconv, x))
 
     def torch_params(self, prefix=""):

@@ -91,14 +91,16 @@ def eligible(conv, x) -> bool:
     return layer_ok and all(c is not None and c % 8 == 0 for c in channels)
 
 
-def winograd_conv3x3(x, kernel, bias, tile: int = 2, negative_slope: float = 1.0):
+def winograd_conv3x3(x, kernel, bias, tile: int = 2, negative_slope: float = 1.0, shuffle: int = 1):
     """max(y, negative_slope * y) for y = conv3x3_same(x, kernel) + bias, by Winograd F(tile, 3).
     x [N, H, W, C] float32 (C a multiple of 8), or a list of such tensors whose channel
-    concatenation is convolved (without making it) -> [N, H, W, K]. Raises RuntimeError when
-    the compiled op is unavailable (check :func:`available`)."""
+    concatenation is convolved (without making it) -> [N, H, W, K]. ``shuffle`` r > 1: the
+    output pixel-shuffled in PyTorch's channel order as it is written
+    (:class:`zsm_tf.layers.pixel_shuffle.PixelShuffle`), [N, rH, rW, K / r^2], K a multiple of
+    8 r^2. Raises RuntimeError when the compiled op is unavailable (check :func:`available`)."""
     op = _op()
     if op is None:
         raise RuntimeError("the compiled Winograd convolution is unavailable "
                            "(zsm_tf.ops.custom_op.unavailable_reason())")
     parts = list(x) if isinstance(x, (list, tuple)) else [x]
-    return op(parts, kernel, bias, tile=tile, negative_slope=negative_slope)
+    return op(parts, kernel, bias, tile=tile, negative_slope=negative_slope, shuffle=shuffle)
