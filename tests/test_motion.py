@@ -227,3 +227,35 @@ def test_bilinear_sample_in_bfloat16_keeps_exact_coordinates():
     shifted = flow.bilinear_sample(tf.cast(img, tf.bfloat16), zero + 1.0, zero)
     np.testing.assert_array_equal(shifted.numpy()[0, :, 500].astype(np.float32),
                                   tf.cast(tf.cast(img[0, :, 501], tf.bfloat16), tf.float32).numpy())
+
+
+def test_compiled_midpoint_matches_the_tf_one_and_is_used_only_in_the_scope():
+    """ZsmTf>FlowMidpoint (the upscaler's CPU path) against flow.midpoint's TF ops: samples
+    inside, across and far beyond every border, zero and sub-pixel displacements."""
+    from zsm_tf.ops import winograd
+
+    if not winograd.available():
+        pytest.skip("the compiled ops do not build here")
+    rng = np.random.default_rng(5)
+    f0 = tf.constant(rng.uniform(size=(2, 23, 41, 3)), tf.float32)
+    f1 = tf.constant(rng.uniform(size=(2, 23, 41, 3)), tf.float32)
+    d = rng.normal(size=(2, 23, 41, 2)) * 6
+    d[0, :4] = 0.0                     # no motion
+    d[0, 4:8] = rng.uniform(-0.5, 0.5, size=(4, 41, 2))
+    d[1, :2] = 80.0                    # far outside on one side
+    d = tf.constant(d, tf.float32)
+    want = flow.midpoint(f0, f1, d).numpy()
+
+    def scoped(*args):
+        with winograd.scope(4, fused_deform=True):
+            return flow.midpoint(*args)
+
+    ops = {op.type for op in tf.function(scoped).get_concrete_function(f0, f1, d).graph.get_operations()}
+    assert "ZsmTf>FlowMidpoint" in ops and "GatherV2" not in ops
+    got = tf.function(scoped)(f0, f1, d).numpy()
+    assert np.abs(got - want).max() < 1e-5 and np.abs(want).max() > 0.5
+    np.testing.assert_array_equal(got[0, :4], want[0, :4])
+    plain = {op.type for op in tf.function(flow.midpoint).get_concrete_function(f0, f1, d).graph.get_operations()}
+    assert "ZsmTf>FlowMidpoint" not in plain
+    with pytest.raises(tf.errors.InvalidArgumentError, match="d must be"):
+        scoped(f0, f1, d[:, :, :40])

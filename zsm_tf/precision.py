@@ -111,7 +111,8 @@ FUSED_DEFORM_ENV = "ZSM_TF_FUSED_DEFORM"
 def resolve_fused_deform() -> bool:
     """Whether inference runs each deformable convolution as the compiled fused op
     (``ZsmTf>DeformableConv2D``: sampling and GEMM per block of pixels in the cache, float32
-    compute, also for bfloat16 models): when TensorFlow sees no GPU and the op library loads,
+    compute, also for bfloat16 models), and the motion base's midpoint as ``ZsmTf>FlowMidpoint``:
+    when TensorFlow sees no GPU and the op library loads,
     unless the environment sets ``ZSM_TF_FUSED_DEFORM=0``. Same outputs as the im2col + GEMM
     path to float rounding; one window 4-7% faster with AVX2 code, 3% in bfloat16
     (docs/custom_op.md)."""

@@ -39,7 +39,8 @@ _state = threading.local()
 def scope(tile: int, fused_deform=None):
     """Convolutions traced inside use Winograd F(tile, 3) where they qualify (0: none).
     ``fused_deform``: deformable convolutions traced inside use the fused CPU op
-    (:func:`zsm_tf.ops.deform_conv.deform_conv2d`); default: on when ``tile`` is."""
+    (:func:`zsm_tf.ops.deform_conv.deform_conv2d`), and the motion base's midpoint its compiled
+    op (:func:`zsm_tf.ops.flow.midpoint`); default: on when ``tile`` is."""
     if tile not in (0, *TILES):
         raise ValueError(f"winograd tile must be 0 (off), 2 or 4, got {tile!r}")
     before = getattr(_state, "tile", 0), getattr(_state, "fused_deform", False)

@@ -1,0 +1,127 @@
+// TensorFlow op of the motion base's motion-compensated midpoint (zsm_tf/ops/flow.py, midpoint),
+// CPU only, float32, inference only:
+//
+//   ZsmTf>FlowMidpoint(f0 [B,H,W,C], f1 [B,H,W,C], d [B,H,W,2]) -> [B,H,W,C]
+//
+// out(p) = a f0(p - d(p)) + (1 - a) f1(p + d(p)), each sample bilinear with its coordinates
+// clamped to the frame, a = w0 / (w0 + w1), w_i = inside_i + 1e-3, inside_i = how much the
+// sample point lies inside its frame (1 inside, falling to 0 one pixel beyond the border).
+// d[..., 0] is the x (column) displacement, d[..., 1] the y (row) one. The pure-TF path is the
+// same arithmetic in ~40 ops with four gathers per sample (~70 ms per 1280x720 frame on two
+// AVX2 cores); this is one pass. NaN displacements sample the clamped corner (0, 0) (TF's path
+// would fail on its gather). Built into the same library as the deformable op.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace tensorflow {
+namespace {
+
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+REGISTER_OP("ZsmTf>FlowMidpoint")
+    .Input("f0: float")
+    .Input("f1: float")
+    .Input("d: float")
+    .Output("output: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle f0, f1, d, merged;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &f0));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &f1));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &d));
+      TF_RETURN_IF_ERROR(c->Merge(f0, f1, &merged));
+      c->set_output(0, merged);
+      return absl::OkStatus();
+    })
+    .Doc("Motion-compensated midpoint of two frames given their symmetric displacement.");
+
+// how much (x, y) lies inside a w x h frame: 1 inside, falling to 0 one pixel beyond the border
+inline float inside(float x, float y, float w, float h) {
+  const float out = std::max(-x, 0.f) + std::max(x - (w - 1), 0.f) + std::max(-y, 0.f) +
+                    std::max(y - (h - 1), 0.f);
+  return std::max(1.f - out, 0.f);
+}
+
+// the bilinear sampling plan of (x, y) clamped to the frame: the four corners' pixel indices and
+// the weights, as zsm_tf.ops.flow.bilinear_sample computes them
+struct Plan {
+  int64_t i00, i01, i10, i11;
+  float wx, wy;
+};
+
+inline Plan plan(float x, float y, int64_t w, int64_t h) {
+  x = x > 0.f ? x : 0.f;   // NaN -> 0
+  y = y > 0.f ? y : 0.f;
+  x = std::min(x, static_cast<float>(w - 1));
+  y = std::min(y, static_cast<float>(h - 1));
+  const float fx = std::floor(x), fy = std::floor(y);
+  const int64_t x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy);
+  const int64_t x1 = std::min(x0 + 1, w - 1), y1 = std::min(y0 + 1, h - 1);
+  return {y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1, x - fx, y - fy};
+}
+
+inline float sample(const float* f, const Plan& p, int64_t c, int64_t ch) {
+  const float top = f[p.i00 * c + ch] * (1 - p.wx) + f[p.i01 * c + ch] * p.wx;
+  const float bottom = f[p.i10 * c + ch] * (1 - p.wx) + f[p.i11 * c + ch] * p.wx;
+  return top * (1 - p.wy) + bottom * p.wy;
+}
+
+class FlowMidpointOp : public OpKernel {
+ public:
+  explicit FlowMidpointOp(OpKernelConstruction* c) : OpKernel(c) {}
+
+  void Compute(OpKernelContext* c) override {
+    const Tensor& f0 = c->input(0);
+    const Tensor& f1 = c->input(1);
+    const Tensor& d = c->input(2);
+    OP_REQUIRES(c, f0.dims() == 4 && f0.shape() == f1.shape(),
+                errors::InvalidArgument("f0 and f1 must be [B, H, W, C] of one shape, got ",
+                                        f0.shape().DebugString(), " and ",
+                                        f1.shape().DebugString()));
+    const int64_t b = f0.dim_size(0), h = f0.dim_size(1), w = f0.dim_size(2),
+                  ch = f0.dim_size(3);
+    OP_REQUIRES(c, d.shape() == TensorShape({b, h, w, 2}),
+                errors::InvalidArgument("d must be [", b, ", ", h, ", ", w, ", 2], got ",
+                                        d.shape().DebugString()));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, f0.shape(), &out));
+    if (out->NumElements() == 0) return;
+    const float* a = f0.flat<float>().data();
+    const float* z = f1.flat<float>().data();
+    const float* dp = d.flat<float>().data();
+    float* y = out->flat<float>().data();
+    const float fw = static_cast<float>(w), fh = static_cast<float>(h);
+    const auto* workers = c->device()->tensorflow_cpu_worker_threads();
+    Shard(workers->num_threads, workers->workers, b * h, w * (ch * 12 + 40),
+          [&](int64_t begin, int64_t end) {
+            for (int64_t row = begin; row < end; ++row) {
+              const int64_t n = row / h;
+              const float yy = static_cast<float>(row % h);
+              const float* an = a + n * h * w * ch;
+              const float* zn = z + n * h * w * ch;
+              for (int64_t x = 0; x < w; ++x) {
+                const int64_t pix = row * w + x;
+                const float dx = dp[2 * pix], dy = dp[2 * pix + 1];
+                const float xx = static_cast<float>(x);
+                const float w0 = inside(xx - dx, yy - dy, fw, fh) + 1e-3f;
+                const float w1 = inside(xx + dx, yy + dy, fw, fh) + 1e-3f;
+                const float a0 = w0 / (w0 + w1);
+                const Plan p0 = plan(xx - dx, yy - dy, w, h), p1 = plan(xx + dx, yy + dy, w, h);
+                for (int64_t k = 0; k < ch; ++k)
+                  y[pix * ch + k] = a0 * sample(an, p0, ch, k) + (1 - a0) * sample(zn, p1, ch, k);
+              }
+            }
+          });
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("ZsmTf>FlowMidpoint").Device(DEVICE_CPU), FlowMidpointOp);
+
+}  // namespace
+}  // namespace tensorflow
