@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from zsm_tf.ops import custom_op
+from zsm_tf.ops import custom_op, winograd
 from zsm_tf.ops.deform_conv import deform_conv2d
 
 
@@ -84,12 +84,18 @@ def main(argv=None):
         fwd = tf.function(lambda impl=impl: tf.reduce_sum(conv(impl)))
         fns[f"{impl} fwd"] = lambda fwd=fwd: fwd().numpy()
         fns[f"{impl} fwd+bwd"] = make_fwd_bwd(impl)
+    if "custom_op" in impls and winograd.available():   # the fused op, as the upscaler runs it
+        def fused():
+            with winograd.scope(4, fused_deform=True):
+                return tf.reduce_sum(conv("custom_op"))
+        fused = tf.function(fused)
+        fns["fused fwd"] = lambda: fused().numpy()
     if "custom_op" in impls:  # the sampling ops alone, without the GEMMs
         lib = custom_op.load()
         attrs = dict(kernel_size=[3, 3], padding=[1, 1], deformable_groups=dg)
         grad_cols = tf.ones([B, H, W, 9 * C])
-        op_f = tf.function(lambda: tf.reduce_sum(lib.deformable_im2col(x, off, mask, **attrs)))
-        op_b = tf.function(lambda: [tf.reduce_sum(g) for g in lib.deformable_im2col_grad(
+        op_f = tf.function(lambda: tf.reduce_sum(lib.zsm_tf_deformable_im2col(x, off, mask, **attrs)))
+        op_b = tf.function(lambda: [tf.reduce_sum(g) for g in lib.zsm_tf_deformable_im2col_grad(
             x, off, mask, grad_cols, **attrs)])
         fns["op fwd"] = lambda: op_f().numpy()
         fns["op bwd"] = lambda: [g.numpy() for g in op_b()]
@@ -104,6 +110,9 @@ def main(argv=None):
         if impl == "custom_op":
             print(f"           (sampling ops alone: forward {t['op fwd']:.3f} s, "
                   f"backward {t['op bwd']:.3f} s)")
+            if "fused fwd" in t:
+                print(f"    fused: forward {t['fused fwd']:.3f} s (ZsmTf>DeformableConv2D, inference: "
+                      f"{t['fused fwd'] / t['gemm']:.1f}x the reference GEMM)")
     if "custom_op" in impls and "gather" in impls:
         print(f"gather / custom_op: forward {t['gather fwd'] / t['custom_op fwd']:.1f}x, "
               f"forward+backward {t['gather fwd+bwd'] / t['custom_op fwd+bwd']:.1f}x")
