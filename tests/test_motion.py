@@ -259,3 +259,39 @@ def test_compiled_midpoint_matches_the_tf_one_and_is_used_only_in_the_scope():
     assert "ZsmTf>FlowMidpoint" not in plain
     with pytest.raises(tf.errors.InvalidArgumentError, match="d must be"):
         scoped(f0, f1, d[:, :, :40])
+
+
+def test_compiled_match_terms_give_the_same_flow_bit_for_bit():
+    """ZsmTf>FlowMatchTerms (the upscaler's CPU path of the block matching) computes the TF ops'
+    per-pixel terms with the same float operations: the same bits, so the same field."""
+    from zsm_tf.ops import custom_op, winograd
+
+    if not winograd.available():
+        pytest.skip("the compiled ops do not build here")
+    rng = np.random.default_rng(8)
+    b, h, w, k = 2, 21, 38, 5
+    f0 = tf.constant(rng.uniform(size=(b, h, w, 3)), tf.float32)
+    f1 = tf.constant(rng.uniform(size=(b, h, w, 3)), tf.float32)
+    d = rng.normal(size=(k * b, h, w, 2)) * 4
+    d[0] = 0.0
+    d[1, :3] = 50.0                    # far outside: nothing valid
+    d = tf.constant(d, tf.float32)
+    a0, a1 = tf.tile(f0, [k, 1, 1, 1]), tf.tile(f1, [k, 1, 1, 1])
+    valid = flow._inside(a0, d, -1.0) * flow._inside(a1, d, 1.0)
+    diff = tf.reduce_mean(tf.abs(flow.warp(a0, d, -1.0) - flow.warp(a1, d, 1.0)), axis=-1)
+    want = tf.stack([diff * valid, valid], -1).numpy()
+    got = custom_op.load().zsm_tf_flow_match_terms(f0, f1, d).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert want[..., 1].min() == 0.0 and want[..., 1].max() == 1.0
+
+    img = _texture(48, 64, seed=3)
+    a = tf.constant(np.stack([img, img[::-1]]))
+    c = tf.constant(np.stack([np.roll(img, 3, axis=1), np.roll(img[::-1], -2, axis=0)]))
+
+    def scoped(x, y):
+        with winograd.scope(4, fused_deform=True):
+            return flow.symmetric_flow(x, y)
+
+    graph = {op.type for op in tf.function(scoped).get_concrete_function(a, c).graph.get_operations()}
+    assert "ZsmTf>FlowMatchTerms" in graph and "Tile" not in graph   # no tiled images, no warps
+    np.testing.assert_array_equal(tf.function(scoped)(a, c).numpy(), flow.symmetric_flow(a, c).numpy())

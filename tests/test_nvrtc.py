@@ -299,11 +299,11 @@ def test_cuda_plan_uses_nvrtc_and_links_no_cuda(nv, monkeypatch):
     monkeypatch.delenv("ZSM_TF_CUDA_COMPILER", raising=False)
     cuda, cpu = custom_op._plans(SRC)
     assert cuda.info["cuda_compiler"] == "nvrtc" and callable(cuda.prepare)
-    (op_cmd, img_cmd, wino_cmd, fused_cmd, midpoint_cmd), (link,) = cuda.steps
+    (op_cmd, img_cmd, wino_cmd, fused_cmd, flow_cmd), (link,) = cuda.steps
     assert "-DZSM_WITH_CUDA" in op_cmd and "{tmp}/gpu_images.cc" in img_cmd
     assert "-DZSM_WITH_CUDA" not in wino_cmd and "{tmp}/wino.o" in link   # the CPU Winograd op
     assert "-DZSM_WITH_CUDA" not in fused_cmd and "{tmp}/fused.o" in link  # the CPU fused DCN
-    assert "-DZSM_WITH_CUDA" not in midpoint_cmd and "{tmp}/midpoint.o" in link  # the midpoint
+    assert "-DZSM_WITH_CUDA" not in flow_cmd and "{tmp}/flow.o" in link  # the midpoint
     assert "-Wl,--no-undefined" in link
     assert not [a for a in link if re.search(r"cuda|nvrtc", a)], link
     monkeypatch.setenv("ZSM_TF_CUDA_ARCH", "sm_86")  # other targets: another library

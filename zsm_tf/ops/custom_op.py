@@ -64,7 +64,7 @@ OP_NAME = "ZsmTf>DeformableIm2col"
 GRAD_OP_NAME = "ZsmTf>DeformableIm2colGrad"
 _SOURCES = ("deform_attrs.h", "deform_im2col.h", "deform_im2col_cpu.h", "deform_im2col_gpu.h",
             "deform_im2col_op.cc", "deform_im2col_gpu.cu.cc", "gpu_launch.h",
-            "winograd_conv.h", "winograd_conv_op.cc", "deform_conv_op.cc", "flow_midpoint_op.cc")
+            "winograd_conv.h", "winograd_conv_op.cc", "deform_conv_op.cc", "flow_ops.cc")
 _ATTRS = ("kernel_size", "strides", "padding", "dilation", "deformable_groups")
 
 _lock = threading.Lock()
@@ -436,12 +436,12 @@ def _plans(src: Path) -> list[_Plan]:
     op_cc = str(src / "deform_im2col_op.cc")
     wino_cc = str(src / "winograd_conv_op.cc")  # CPU only, in both libraries
     fused_cc = str(src / "deform_conv_op.cc")   # CPU only, in both libraries
-    midpoint_cc = str(src / "flow_midpoint_op.cc")   # CPU only, in both libraries
+    flow_cc = str(src / "flow_ops.cc")   # CPU only, in both libraries
     base = {"cxx": cxx, "march": march or None, "tf_version": tf.__version__,
             "tf_cuda_version": tf_cuda_version()}
     cpu_key = key.copy()
     cpu = _Plan(f"deform_im2col_tf{tf.__version__}_cpu_{cpu_key.hexdigest()[:16]}.so",
-                [[[cxx, *cflags, "-shared", op_cc, wino_cc, fused_cc, midpoint_cc, "-o", "{out}",
+                [[[cxx, *cflags, "-shared", op_cc, wino_cc, fused_cc, flow_cc, "-o", "{out}",
                    *lflags]]],
                 {**base, "cuda": False, "cuda_compiler": None, "cuda_compiler_version": None,
                  "cuda_archs": []})
@@ -465,12 +465,12 @@ def _plans(src: Path) -> list[_Plan]:
                "-o", "{tmp}/gpu_images.o"]
     wino_cmd = [cxx, *cflags, "-c", wino_cc, "-o", "{tmp}/wino.o"]
     fused_cmd = [cxx, *cflags, "-c", fused_cc, "-o", "{tmp}/fused.o"]
-    midpoint_cmd = [cxx, *cflags, "-c", midpoint_cc, "-o", "{tmp}/midpoint.o"]
+    flow_cmd = [cxx, *cflags, "-c", flow_cc, "-o", "{tmp}/flow.o"]
     # No CUDA library is linked: the driver (libcuda.so.1) is opened at run time; dlopen is
     # glibc's. --no-undefined checks that every other symbol resolves.
     no_undefined = ["-Wl,--no-undefined"] if sys.platform.startswith("linux") else []
     link = [cxx, "-shared", "{tmp}/op.o", "{tmp}/gpu_images.o", "{tmp}/wino.o", "{tmp}/fused.o",
-            "{tmp}/midpoint.o", "-o", "{out}",
+            "{tmp}/flow.o", "-o", "{out}",
             *lflags,
             *no_undefined]
     info = {**base, "cuda": True, "cuda_compiler": compiler.kind,
@@ -478,7 +478,7 @@ def _plans(src: Path) -> list[_Plan]:
             "cuda_compiler_found_in": compiler.found_in, "cuda_archs": archs,
             "cuda_notes": notes}
     cuda = _Plan(f"deform_im2col_tf{tf.__version__}_cuda_{key.hexdigest()[:16]}.so",
-                 [[cxx_cmd, img_cmd, wino_cmd, fused_cmd, midpoint_cmd], [link]], info,
+                 [[cxx_cmd, img_cmd, wino_cmd, fused_cmd, flow_cmd], [link]], info,
                  _make_images(compiler, src, archs, info))
     return [cuda, cpu]
 

@@ -94,6 +94,15 @@ def _inside(images, d, sign):
 _UNSEEN = 1e3
 
 
+def _pooled_cost(terms, block):
+    """The block cost from the per-pixel terms ``[B, H, W, 2]`` (diff * valid, valid): the
+    average of diff over the valid part of each ``block x block`` block, plus a small cost for the
+    part that is not; ``_UNSEEN`` where (almost) nothing of the block is valid. [B, H, W]."""
+    pooled = tf.nn.avg_pool2d(terms, block, 1, "SAME")
+    num, den = pooled[..., 0], pooled[..., 1]
+    return tf.where(den > 0.05, tf.math.divide_no_nan(num, den) + 0.05 * (1.0 - den), _UNSEEN)
+
+
 def _block_cost(a, b, block, valid=None):
     """Mean absolute difference over channels, averaged over ``block x block``: [B, H, W].
 
@@ -105,9 +114,7 @@ def _block_cost(a, b, block, valid=None):
             diff = tf.nn.avg_pool2d(diff, block, 1, "SAME")
         return diff[..., 0]
     v = valid[..., None]
-    pooled = tf.nn.avg_pool2d(tf.concat([diff * v, v], -1), block, 1, "SAME")
-    num, den = pooled[..., 0], pooled[..., 1]
-    return tf.where(den > 0.05, tf.math.divide_no_nan(num, den) + 0.05 * (1.0 - den), _UNSEEN)
+    return _pooled_cost(tf.concat([diff * v, v], -1), block)
 
 
 def _refine(f0, f1, d, deltas, block, penalty):
@@ -120,10 +127,14 @@ def _refine(f0, f1, d, deltas, block, penalty):
     table = tf.constant(deltas, d.dtype)
     cand = d[None] + table[:, None, None, None, :]             # [K, B, H, W, 2]
     flat = tf.reshape(cand, [k * b, h, w, 2])
-    tile = [k, 1, 1, 1]
-    a0, a1 = tf.tile(f0, tile), tf.tile(f1, tile)
-    valid = _inside(a0, flat, -1.0) * _inside(a1, flat, 1.0)
-    cost = _block_cost(warp(a0, flat, -1.0), warp(a1, flat, 1.0), block, valid)
+    op = _compiled("zsm_tf_flow_match_terms", f0, f1, flat)
+    if op is not None:   # the same terms, bit for bit, in one op
+        cost = _pooled_cost(op(f0, f1, flat), block)
+    else:
+        tile = [k, 1, 1, 1]
+        a0, a1 = tf.tile(f0, tile), tf.tile(f1, tile)
+        valid = _inside(a0, flat, -1.0) * _inside(a1, flat, 1.0)
+        cost = _block_cost(warp(a0, flat, -1.0), warp(a1, flat, 1.0), block, valid)
     cost = tf.reshape(cost, [k, b, h, w])
     cost = tf.where(cost < _UNSEEN, cost + penalty * tf.reduce_sum(tf.abs(cand), axis=-1), cost)
     costs = tf.transpose(cost, [1, 2, 3, 0])
@@ -250,9 +261,10 @@ def upscale_flow(d, scale):
     return scale * tf.image.resize(d, [scale * h, scale * w], method="bilinear")
 
 
-def _midpoint_op(*tensors):
-    """The compiled ``ZsmTf>FlowMidpoint`` where the upscaler's CPU-inference scope turns the
-    fused ops on (:func:`zsm_tf.ops.winograd.scope`) and every tensor is float32, else None."""
+def _compiled(name, *tensors):
+    """The compiled op ``name`` (``custom_ops/flow_ops.cc``) where the upscaler's CPU-inference
+    scope turns the fused ops on (:func:`zsm_tf.ops.winograd.scope`) and every tensor is
+    float32, else None."""
     from zsm_tf.ops import winograd
 
     if not winograd.fused_deform_active() or any(t.dtype != tf.float32 for t in tensors):
@@ -260,15 +272,15 @@ def _midpoint_op(*tensors):
     from zsm_tf.ops import custom_op
 
     lib = custom_op.load()
-    return None if lib is None else getattr(lib, "zsm_tf_flow_midpoint", None)
+    return None if lib is None else getattr(lib, name, None)
 
 
 def midpoint(f0, f1, d):
     """The frame between ``f0`` and ``f1`` given their symmetric displacement ``d``
     (all ``[B, H, W, C]`` / ``[B, H, W, 2]`` at one resolution). Inside the upscaler's
-    CPU-inference scope, in float32, one compiled op (``custom_ops/flow_midpoint_op.cc``: the
+    CPU-inference scope, in float32, one compiled op (``custom_ops/flow_ops.cc``: the
     same arithmetic in one pass instead of ~40 ops and four gathers per sample)."""
-    op = _midpoint_op(f0, f1, d)
+    op = _compiled("zsm_tf_flow_midpoint", f0, f1, d)
     if op is not None:
         return op(f0, f1, d)
     w0 = _inside(f0, d, -1.0)[..., None]

@@ -1,15 +1,23 @@
-// TensorFlow op of the motion base's motion-compensated midpoint (zsm_tf/ops/flow.py, midpoint),
-// CPU only, float32, inference only:
+// TensorFlow ops of the motion base (zsm_tf/ops/flow.py), CPU only, float32, inference only. The
+// pure-TF paths are the same arithmetic in tens of ops with four gathers per bilinear sample; these
+// are one pass each. Built into the same library as the deformable op.
 //
 //   ZsmTf>FlowMidpoint(f0 [B,H,W,C], f1 [B,H,W,C], d [B,H,W,2]) -> [B,H,W,C]
 //
 // out(p) = a f0(p - d(p)) + (1 - a) f1(p + d(p)), each sample bilinear with its coordinates
 // clamped to the frame, a = w0 / (w0 + w1), w_i = inside_i + 1e-3, inside_i = how much the
 // sample point lies inside its frame (1 inside, falling to 0 one pixel beyond the border).
-// d[..., 0] is the x (column) displacement, d[..., 1] the y (row) one. The pure-TF path is the
-// same arithmetic in ~40 ops with four gathers per sample (~70 ms per 1280x720 frame on two
-// AVX2 cores); this is one pass. NaN displacements sample the clamped corner (0, 0) (TF's path
-// would fail on its gather). Built into the same library as the deformable op.
+// d[..., 0] is the x (column) displacement, d[..., 1] the y (row) one (flow.midpoint; ~70 ms per
+// 1280x720 frame on two AVX2 cores in TF ops).
+//
+//   ZsmTf>FlowMatchTerms(f0 [B,H,W,C], f1 [B,H,W,C], d [K*B,H,W,2]) -> [K*B,H,W,2]
+//
+// The per-pixel terms of block matching for K candidate fields at once (field i compares images
+// i % B): out[..., 0] = diff * v, out[..., 1] = v, with diff = mean over channels of
+// |f0(p - d) - f1(p + d)| and v = inside_0 * inside_1 (flow._refine then box-filters them). The
+// same float operations in the same order as the TF ops (no FMA contraction), so the same bits.
+//
+// NaN displacements sample the clamped corner (0, 0) (TF's path would fail on its gather).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -18,6 +26,9 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/util/work_sharder.h"
+
+// every float operation as written (no FMA contraction): FlowMatchTerms matches TF's ops bit for bit
+#pragma GCC optimize("fp-contract=off")
 
 namespace tensorflow {
 namespace {
@@ -122,6 +133,81 @@ class FlowMidpointOp : public OpKernel {
 };
 
 REGISTER_KERNEL_BUILDER(Name("ZsmTf>FlowMidpoint").Device(DEVICE_CPU), FlowMidpointOp);
+
+REGISTER_OP("ZsmTf>FlowMatchTerms")
+    .Input("f0: float")
+    .Input("f1: float")
+    .Input("d: float")
+    .Output("output: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle f0, f1, d, merged;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &f0));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &f1));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &d));
+      TF_RETURN_IF_ERROR(c->Merge(f0, f1, &merged));
+      c->set_output(0, d);
+      return absl::OkStatus();
+    })
+    .Doc("Per-pixel block-matching terms (diff * valid, valid) of K candidate fields.");
+
+// TF's float32 ops one by one (see the pragma above), so the bits match the TF path
+void MatchTerms(
+    const float* a, const float* z, const float* dp, float* out, int64_t b, int64_t h, int64_t w,
+    int64_t ch, int64_t begin, int64_t end) {
+  const float fw = static_cast<float>(w), fh = static_cast<float>(h);
+  const float inv = static_cast<float>(ch);
+  for (int64_t row = begin; row < end; ++row) {   // rows of all K*B fields
+    const int64_t i = row / h, n = i % b;
+    const float yy = static_cast<float>(row % h);
+    const float* an = a + n * h * w * ch;
+    const float* zn = z + n * h * w * ch;
+    for (int64_t x = 0; x < w; ++x) {
+      const int64_t pix = row * w + x;
+      const float dx = dp[2 * pix], dy = dp[2 * pix + 1];
+      const float xx = static_cast<float>(x);
+      const float v = inside(xx + (-dx), yy + (-dy), fw, fh) * inside(xx + dx, yy + dy, fw, fh);
+      const Plan p0 = plan(xx + (-dx), yy + (-dy), w, h), p1 = plan(xx + dx, yy + dy, w, h);
+      float sum = 0.f;
+      for (int64_t k = 0; k < ch; ++k) sum += std::fabs(sample(an, p0, ch, k) - sample(zn, p1, ch, k));
+      const float diff = sum / inv;
+      out[2 * pix] = diff * v;
+      out[2 * pix + 1] = v;
+    }
+  }
+}
+
+class FlowMatchTermsOp : public OpKernel {
+ public:
+  explicit FlowMatchTermsOp(OpKernelConstruction* c) : OpKernel(c) {}
+
+  void Compute(OpKernelContext* c) override {
+    const Tensor& f0 = c->input(0);
+    const Tensor& f1 = c->input(1);
+    const Tensor& d = c->input(2);
+    OP_REQUIRES(c, f0.dims() == 4 && f0.shape() == f1.shape(),
+                errors::InvalidArgument("f0 and f1 must be [B, H, W, C] of one shape, got ",
+                                        f0.shape().DebugString(), " and ",
+                                        f1.shape().DebugString()));
+    const int64_t b = f0.dim_size(0), h = f0.dim_size(1), w = f0.dim_size(2),
+                  ch = f0.dim_size(3);
+    OP_REQUIRES(c, d.dims() == 4 && b > 0 && d.dim_size(0) % b == 0 && d.dim_size(1) == h &&
+                       d.dim_size(2) == w && d.dim_size(3) == 2,
+                errors::InvalidArgument("d must be [K*", b, ", ", h, ", ", w, ", 2], got ",
+                                        d.shape().DebugString()));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, d.shape(), &out));
+    if (out->NumElements() == 0) return;
+    const float* a = f0.flat<float>().data();
+    const float* z = f1.flat<float>().data();
+    const float* dp = d.flat<float>().data();
+    float* y = out->flat<float>().data();
+    const auto* workers = c->device()->tensorflow_cpu_worker_threads();
+    Shard(workers->num_threads, workers->workers, d.dim_size(0) * h, w * (ch * 24 + 60),
+          [&](int64_t begin, int64_t end) { MatchTerms(a, z, dp, y, b, h, w, ch, begin, end); });
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("ZsmTf>FlowMatchTerms").Device(DEVICE_CPU), FlowMatchTermsOp);
 
 }  // namespace
 }  // namespace tensorflow
