@@ -186,7 +186,7 @@ def stage_times(model, window, height, width, runs, jit=False, winograd=0, fused
     fns = {"features": lambda: feats(x), "interpolation": lambda: interp(p0, p1),
            "convlstm": lambda: lstm(seq), "reconstruction": lambda: recon(one)}
     if model.residual == "motion":
-        base = tf.function(lambda v: model.motion_base(v))
+        base = function(lambda v: model.motion_base(v))   # with the upscaler's compiled ops
         fns["motion base"] = lambda: base(x)
     return {k: timed(lambda f=f: tf.nest.map_structure(lambda t: t.numpy(), f()), runs)
             for k, f in fns.items()}
