@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX__)
@@ -99,38 +100,40 @@ template <> struct Tr<4> {  // F(4, 3): B^T 6x6, A^T 4x6, G 6x3 (points 0, +-1, 
 constexpr int kRows = 12;
 constexpr int kCols = 16;
 
-// c[r][0..16) = sum_k a[r][k] * b[k][0..16) for the 12 rows r (a: lda, b: ldb, c: ldc floats)
+// c[r][0..16) = sum_k a[r][k] * b[k][0..16) for the R (12) rows r (a: lda, b: ldb, c: ldc floats)
+template <int R = kRows>
 inline void micro_kernel(const float* a, int lda, const float* b, int ldb, float* c, int ldc,
                          int depth) {
-  __m512 acc[kRows];
-  for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int k = 0; k < depth; ++k) {
     const __m512 b0 = _mm512_loadu_ps(b + k * ldb);
 #pragma GCC unroll 12
-    for (int r = 0; r < kRows; ++r)
+    for (int r = 0; r < R; ++r)
       acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + k]), b0, acc[r]);
   }
-  for (int r = 0; r < kRows; ++r) _mm512_storeu_ps(c + r * ldc, acc[r]);
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(c + r * ldc, acc[r]);
 }
 #else
 constexpr int kRows = 6;   // GEMM micro-kernel: 6 tiles x 16 output channels
 constexpr int kCols = 16;
 
-// c[r][0..16) = sum_k a[r][k] * b[k][0..16) for the 6 rows r (a: lda, b: ldb, c: ldc floats)
+// c[r][0..16) = sum_k a[r][k] * b[k][0..16) for the R (6) rows r (a: lda, b: ldb, c: ldc floats)
+template <int R = kRows>
 inline void micro_kernel(const float* a, int lda, const float* b, int ldb, float* c, int ldc,
                          int depth) {
-  v8 acc[kRows][2];
-  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = splat(0.f);
+  v8 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = splat(0.f);
   for (int k = 0; k < depth; ++k) {
     const v8 b0 = load8(b + k * ldb), b1 = load8(b + k * ldb + 8);
 #pragma GCC unroll 6
-    for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < R; ++r) {
       const v8 ar = splat(a[r * lda + k]);
       acc[r][0] = fma8(ar, b0, acc[r][0]);
       acc[r][1] = fma8(ar, b1, acc[r][1]);
     }
   }
-  for (int r = 0; r < kRows; ++r) {
+  for (int r = 0; r < R; ++r) {
     store8(c + r * ldc, acc[r][0]);
     store8(c + r * ldc + 8, acc[r][1]);
   }
@@ -143,17 +146,31 @@ inline void micro_kernel(const float* a, int lda, const float* b, int ldb, float
 constexpr int kNarrowRows = 12;
 constexpr int kNarrowCols = 8;
 
-// c[r][0..8) = sum_k a[r][k] * b[k][0..8) for the 12 rows r (a: lda, b: ldb, c: ldc floats)
+// c[r][0..8) = sum_k a[r][k] * b[k][0..8) for the R (12) rows r (a: lda, b: ldb, c: ldc floats)
+template <int R = kNarrowRows>
 inline void micro_kernel_narrow(const float* a, int lda, const float* b, int ldb, float* c,
                                 int ldc, int depth) {
-  v8 acc[kNarrowRows];
-  for (int r = 0; r < kNarrowRows; ++r) acc[r] = splat(0.f);
+  v8 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = splat(0.f);
   for (int k = 0; k < depth; ++k) {
     const v8 b0 = load8(b + k * ldb);
 #pragma GCC unroll 12
-    for (int r = 0; r < kNarrowRows; ++r) acc[r] = fma8(splat(a[r * lda + k]), b0, acc[r]);
+    for (int r = 0; r < R; ++r) acc[r] = fma8(splat(a[r * lda + k]), b0, acc[r]);
   }
-  for (int r = 0; r < kNarrowRows; ++r) store8(c + r * ldc, acc[r]);
+  for (int r = 0; r < R; ++r) store8(c + r * ldc, acc[r]);
+}
+
+// f(std::integral_constant<int, r>()) for a run-time r in [1, Max]: the micro-kernels for the
+// last, partial block of rows (a chunk's tiles need not fill whole blocks)
+template <int Max, class F>
+inline void with_rows(int r, F&& f) {
+  if constexpr (Max >= 1) {
+    if (r == Max) {
+      f(std::integral_constant<int, Max>());
+      return;
+    }
+    with_rows<Max - 1>(r, f);
+  }
 }
 
 // The output channels the transformed kernel is padded to: 8 for k <= 8 (when the tile chunk
@@ -244,14 +261,10 @@ struct Winograd {
         const int64_t nt = std::min<int64_t>(kChunk, tw - tx0);
         const bool narrow = Kp == kNarrowCols;   // padded_outputs chose the narrow kernel
         const int64_t rows_per = narrow ? kNarrowRows : kRows;
-        const int64_t ntp = (nt + rows_per - 1) / rows_per * rows_per;
+        const int64_t full = nt / rows_per * rows_per;   // tiles in whole blocks of rows
+        const int rest = static_cast<int>(nt - full);     // then a partial block
         // input transform: V[p][t][c]
-        for (int64_t ti = 0; ti < ntp; ++ti) {
-          if (ti >= nt) {  // padding rows of the GEMM
-            for (int p = 0; p < P; ++p)
-              std::memset(&vbuf[(p * kChunk + ti) * C], 0, C * sizeof(float));
-            continue;
-          }
+        for (int64_t ti = 0; ti < nt; ++ti) {
           const int64_t y0 = ty * M - 1, x0 = (tx0 + ti) * M - 1;
           for (int part = 0, coff = 0; part < parts; coff += static_cast<int>(cs[part]), ++part) {
             const int64_t cp = cs[part];
@@ -288,8 +301,8 @@ struct Winograd {
             }
           }
         }
-        // per block of `cols` output channels: one GEMM per position, M[p] (ntp x cols) =
-        // V[p] (ntp x C) * U[p] (C x cols), into mbuf (P x kChunk x cols floats: L1-resident),
+        // per block of `cols` output channels: one GEMM per position, M[p] (nt x cols) =
+        // V[p] (nt x C) * U[p] (C x cols), into mbuf (P x kChunk x cols floats: L1-resident),
         // then the output transform of those channels of the chunk's tiles from there
         const int64_t cols = narrow ? kNarrowCols : kCols;
         for (int64_t k0 = 0; k0 < Kp; k0 += cols) {
@@ -297,12 +310,20 @@ struct Winograd {
             const float* vp = &vbuf[p * kChunk * C];
             const float* up = u + p * C * Kp + k0;
             float* mp = &mbuf[p * kChunk * cols];
+            const float* vr = vp + full * C;   // the partial block's rows
+            float* mr = mp + full * cols;
             if (narrow) {
-              for (int64_t t0 = 0; t0 < ntp; t0 += kNarrowRows)
+              for (int64_t t0 = 0; t0 < full; t0 += kNarrowRows)
                 micro_kernel_narrow(vp + t0 * C, C, up, Kp, mp + t0 * cols, cols, C);
+              with_rows<kNarrowRows - 1>(rest, [&](auto r) {
+                micro_kernel_narrow<decltype(r)::value>(vr, C, up, Kp, mr, cols, C);
+              });
             } else {
-              for (int64_t t0 = 0; t0 < ntp; t0 += kRows)
+              for (int64_t t0 = 0; t0 < full; t0 += kRows)
                 micro_kernel(vp + t0 * C, C, up, Kp, mp + t0 * cols, cols, C);
+              with_rows<kRows - 1>(rest, [&](auto r) {
+                micro_kernel<decltype(r)::value>(vr, C, up, Kp, mr, cols, C);
+              });
             }
           }
           if (k0 >= K) continue;   // padding channels only
