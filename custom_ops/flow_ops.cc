@@ -17,7 +17,8 @@
 // |f0(p - d) - f1(p + d)| and v = inside_0 * inside_1 (flow._refine then box-filters them). The
 // same float operations in the same order as the TF ops (no FMA contraction), so the same bits.
 //
-// NaN displacements sample the clamped corner (0, 0) (TF's path would fail on its gather).
+// NaN displacements read the clamped corner (0, 0), never out of range, and give NaN outputs
+// (TF's path would fail on its gather).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -190,8 +191,8 @@ class FlowMatchTermsOp : public OpKernel {
                                         f1.shape().DebugString()));
     const int64_t b = f0.dim_size(0), h = f0.dim_size(1), w = f0.dim_size(2),
                   ch = f0.dim_size(3);
-    OP_REQUIRES(c, d.dims() == 4 && b > 0 && d.dim_size(0) % b == 0 && d.dim_size(1) == h &&
-                       d.dim_size(2) == w && d.dim_size(3) == 2,
+    OP_REQUIRES(c, d.dims() == 4 && (b > 0 ? d.dim_size(0) % b == 0 : d.dim_size(0) == 0) &&
+                       d.dim_size(1) == h && d.dim_size(2) == w && d.dim_size(3) == 2,
                 errors::InvalidArgument("d must be [K*", b, ", ", h, ", ", w, ", 2], got ",
                                         d.shape().DebugString()));
     Tensor* out = nullptr;

@@ -259,6 +259,11 @@ def test_compiled_midpoint_matches_the_tf_one_and_is_used_only_in_the_scope():
     assert "ZsmTf>FlowMidpoint" not in plain
     with pytest.raises(tf.errors.InvalidArgumentError, match="d must be"):
         scoped(f0, f1, d[:, :, :40])
+    # NaN displacements give NaN (their samples read the clamped corner, never out of range:
+    # TF's gathers would fail); an empty batch is empty
+    nan = scoped(f0, f1, tf.fill(tf.shape(d), float("nan"))).numpy()
+    assert nan.shape == f0.shape and np.isnan(nan).all()
+    assert scoped(f0[:0], f1[:0], d[:0]).shape == (0, 23, 41, 3)
 
 
 def test_compiled_match_terms_give_the_same_flow_bit_for_bit():
@@ -282,6 +287,9 @@ def test_compiled_match_terms_give_the_same_flow_bit_for_bit():
     want = tf.stack([diff * valid, valid], -1).numpy()
     got = custom_op.load().zsm_tf_flow_match_terms(f0, f1, d).numpy()
     np.testing.assert_array_equal(got, want)
+    assert custom_op.load().zsm_tf_flow_match_terms(f0[:0], f1[:0], d[:0]).shape == (0, h, w, 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="d must be"):
+        custom_op.load().zsm_tf_flow_match_terms(f0, f1, d[:3])
     assert want[..., 1].min() == 0.0 and want[..., 1].max() == 1.0
 
     img = _texture(48, 64, seed=3)
