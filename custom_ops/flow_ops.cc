@@ -37,20 +37,25 @@ namespace {
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
+// both ops' shape function: f0, f1 [B, H, W, C] of one shape, d of rank 4; the output shaped as
+// the frames, or (kLikeD) as d
+template <bool kLikeD>
+absl::Status FlowShape(InferenceContext* c) {
+  ShapeHandle f0, f1, d, merged;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &f0));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &f1));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &d));
+  TF_RETURN_IF_ERROR(c->Merge(f0, f1, &merged));
+  c->set_output(0, kLikeD ? d : merged);
+  return absl::OkStatus();
+}
+
 REGISTER_OP("ZsmTf>FlowMidpoint")
     .Input("f0: float")
     .Input("f1: float")
     .Input("d: float")
     .Output("output: float")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle f0, f1, d, merged;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &f0));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &f1));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &d));
-      TF_RETURN_IF_ERROR(c->Merge(f0, f1, &merged));
-      c->set_output(0, merged);
-      return absl::OkStatus();
-    })
+    .SetShapeFn(FlowShape<false>)
     .Doc("Motion-compensated midpoint of two frames given their symmetric displacement.");
 
 // how much (x, y) lies inside a w x h frame: 1 inside, falling to 0 one pixel beyond the border
@@ -84,81 +89,24 @@ inline float sample(const float* f, const Plan& p, int64_t c, int64_t ch) {
   return top * (1 - p.wy) + bottom * p.wy;
 }
 
-class FlowMidpointOp : public OpKernel {
- public:
-  explicit FlowMidpointOp(OpKernelConstruction* c) : OpKernel(c) {}
-
-  void Compute(OpKernelContext* c) override {
-    const Tensor& f0 = c->input(0);
-    const Tensor& f1 = c->input(1);
-    const Tensor& d = c->input(2);
-    OP_REQUIRES(c, f0.dims() == 4 && f0.shape() == f1.shape(),
-                errors::InvalidArgument("f0 and f1 must be [B, H, W, C] of one shape, got ",
-                                        f0.shape().DebugString(), " and ",
-                                        f1.shape().DebugString()));
-    const int64_t b = f0.dim_size(0), h = f0.dim_size(1), w = f0.dim_size(2),
-                  ch = f0.dim_size(3);
-    OP_REQUIRES(c, d.shape() == TensorShape({b, h, w, 2}),
-                errors::InvalidArgument("d must be [", b, ", ", h, ", ", w, ", 2], got ",
-                                        d.shape().DebugString()));
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(c, c->allocate_output(0, f0.shape(), &out));
-    if (out->NumElements() == 0) return;
-    const float* a = f0.flat<float>().data();
-    const float* z = f1.flat<float>().data();
-    const float* dp = d.flat<float>().data();
-    float* y = out->flat<float>().data();
-    const float fw = static_cast<float>(w), fh = static_cast<float>(h);
-    const auto* workers = c->device()->tensorflow_cpu_worker_threads();
-    Shard(workers->num_threads, workers->workers, b * h, w * (ch * 12 + 40),
-          [&](int64_t begin, int64_t end) {
-            for (int64_t row = begin; row < end; ++row) {
-              const int64_t n = row / h;
-              const float yy = static_cast<float>(row % h);
-              const float* an = a + n * h * w * ch;
-              const float* zn = z + n * h * w * ch;
-              for (int64_t x = 0; x < w; ++x) {
-                const int64_t pix = row * w + x;
-                const float dx = dp[2 * pix], dy = dp[2 * pix + 1];
-                const float xx = static_cast<float>(x);
-                const float w0 = inside(xx - dx, yy - dy, fw, fh) + 1e-3f;
-                const float w1 = inside(xx + dx, yy + dy, fw, fh) + 1e-3f;
-                const float a0 = w0 / (w0 + w1);
-                const Plan p0 = plan(xx - dx, yy - dy, w, h), p1 = plan(xx + dx, yy + dy, w, h);
-                for (int64_t k = 0; k < ch; ++k)
-                  y[pix * ch + k] = a0 * sample(an, p0, ch, k) + (1 - a0) * sample(zn, p1, ch, k);
-              }
-            }
-          });
-  }
-};
-
-REGISTER_KERNEL_BUILDER(Name("ZsmTf>FlowMidpoint").Device(DEVICE_CPU), FlowMidpointOp);
-
 REGISTER_OP("ZsmTf>FlowMatchTerms")
     .Input("f0: float")
     .Input("f1: float")
     .Input("d: float")
     .Output("output: float")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle f0, f1, d, merged;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &f0));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &f1));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &d));
-      TF_RETURN_IF_ERROR(c->Merge(f0, f1, &merged));
-      c->set_output(0, d);
-      return absl::OkStatus();
-    })
+    .SetShapeFn(FlowShape<true>)
     .Doc("Per-pixel block-matching terms (diff * valid, valid) of K candidate fields.");
 
-// TF's float32 ops one by one (see the pragma above), so the bits match the TF path
-void MatchTerms(
-    const float* a, const float* z, const float* dp, float* out, int64_t b, int64_t h, int64_t w,
-    int64_t ch, int64_t begin, int64_t end) {
+// Rows [begin, end) of the output: of the midpoint (B*H rows), or (kTerms) of the match terms
+// of all K*B candidate fields (field i compares images i % B). TF's float32 operations one by one
+// (see the pragma above): the terms match the TF path bit for bit.
+template <bool kTerms>
+void FlowRows(const float* a, const float* z, const float* dp, float* out, int64_t b, int64_t h,
+              int64_t w, int64_t ch, int64_t begin, int64_t end) {
   const float fw = static_cast<float>(w), fh = static_cast<float>(h);
-  const float inv = static_cast<float>(ch);
-  for (int64_t row = begin; row < end; ++row) {   // rows of all K*B fields
-    const int64_t i = row / h, n = i % b;
+  const float count = static_cast<float>(ch);
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t n = (row / h) % b;
     const float yy = static_cast<float>(row % h);
     const float* an = a + n * h * w * ch;
     const float* zn = z + n * h * w * ch;
@@ -166,20 +114,32 @@ void MatchTerms(
       const int64_t pix = row * w + x;
       const float dx = dp[2 * pix], dy = dp[2 * pix + 1];
       const float xx = static_cast<float>(x);
-      const float v = inside(xx + (-dx), yy + (-dy), fw, fh) * inside(xx + dx, yy + dy, fw, fh);
-      const Plan p0 = plan(xx + (-dx), yy + (-dy), w, h), p1 = plan(xx + dx, yy + dy, w, h);
-      float sum = 0.f;
-      for (int64_t k = 0; k < ch; ++k) sum += std::fabs(sample(an, p0, ch, k) - sample(zn, p1, ch, k));
-      const float diff = sum / inv;
-      out[2 * pix] = diff * v;
-      out[2 * pix + 1] = v;
+      // the samples at p - d in f0 and p + d in f1 (TF adds the negated displacement)
+      const float x0 = xx + (-dx), y0 = yy + (-dy), x1 = xx + dx, y1 = yy + dy;
+      const Plan p0 = plan(x0, y0, w, h), p1 = plan(x1, y1, w, h);
+      if (kTerms) {
+        const float v = inside(x0, y0, fw, fh) * inside(x1, y1, fw, fh);
+        float sum = 0.f;
+        for (int64_t k = 0; k < ch; ++k)
+          sum += std::fabs(sample(an, p0, ch, k) - sample(zn, p1, ch, k));
+        out[2 * pix] = (sum / count) * v;
+        out[2 * pix + 1] = v;
+      } else {
+        const float w0 = inside(x0, y0, fw, fh) + 1e-3f, w1 = inside(x1, y1, fw, fh) + 1e-3f;
+        const float a0 = w0 / (w0 + w1);
+        for (int64_t k = 0; k < ch; ++k)
+          out[pix * ch + k] = a0 * sample(an, p0, ch, k) + (1 - a0) * sample(zn, p1, ch, k);
+      }
     }
   }
 }
 
-class FlowMatchTermsOp : public OpKernel {
+// Both ops' kernel: the checks (f0, f1 [B, H, W, C] of one shape; d [B, H, W, 2], or for the
+// terms [K*B, H, W, 2]), then FlowRows over the worker threads.
+template <bool kTerms>
+class FlowOp : public OpKernel {
  public:
-  explicit FlowMatchTermsOp(OpKernelConstruction* c) : OpKernel(c) {}
+  explicit FlowOp(OpKernelConstruction* c) : OpKernel(c) {}
 
   void Compute(OpKernelContext* c) override {
     const Tensor& f0 = c->input(0);
@@ -191,12 +151,14 @@ class FlowMatchTermsOp : public OpKernel {
                                         f1.shape().DebugString()));
     const int64_t b = f0.dim_size(0), h = f0.dim_size(1), w = f0.dim_size(2),
                   ch = f0.dim_size(3);
-    OP_REQUIRES(c, d.dims() == 4 && (b > 0 ? d.dim_size(0) % b == 0 : d.dim_size(0) == 0) &&
-                       d.dim_size(1) == h && d.dim_size(2) == w && d.dim_size(3) == 2,
-                errors::InvalidArgument("d must be [K*", b, ", ", h, ", ", w, ", 2], got ",
-                                        d.shape().DebugString()));
+    const bool fields_ok = kTerms ? (b > 0 ? d.dim_size(0) % b == 0 : d.dim_size(0) == 0)
+                                  : d.dim_size(0) == b;
+    OP_REQUIRES(c, d.dims() == 4 && fields_ok && d.dim_size(1) == h && d.dim_size(2) == w &&
+                       d.dim_size(3) == 2,
+                errors::InvalidArgument("d must be [", kTerms ? "K*" : "", b, ", ", h, ", ", w,
+                                        ", 2], got ", d.shape().DebugString()));
     Tensor* out = nullptr;
-    OP_REQUIRES_OK(c, c->allocate_output(0, d.shape(), &out));
+    OP_REQUIRES_OK(c, c->allocate_output(0, kTerms ? d.shape() : f0.shape(), &out));
     if (out->NumElements() == 0) return;
     const float* a = f0.flat<float>().data();
     const float* z = f1.flat<float>().data();
@@ -204,11 +166,14 @@ class FlowMatchTermsOp : public OpKernel {
     float* y = out->flat<float>().data();
     const auto* workers = c->device()->tensorflow_cpu_worker_threads();
     Shard(workers->num_threads, workers->workers, d.dim_size(0) * h, w * (ch * 24 + 60),
-          [&](int64_t begin, int64_t end) { MatchTerms(a, z, dp, y, b, h, w, ch, begin, end); });
+          [&](int64_t begin, int64_t end) {
+            FlowRows<kTerms>(a, z, dp, y, b, h, w, ch, begin, end);
+          });
   }
 };
 
-REGISTER_KERNEL_BUILDER(Name("ZsmTf>FlowMatchTerms").Device(DEVICE_CPU), FlowMatchTermsOp);
+REGISTER_KERNEL_BUILDER(Name("ZsmTf>FlowMidpoint").Device(DEVICE_CPU), FlowOp<false>);
+REGISTER_KERNEL_BUILDER(Name("ZsmTf>FlowMatchTerms").Device(DEVICE_CPU), FlowOp<true>);
 
 }  // namespace
 }  // namespace tensorflow
