@@ -29,7 +29,11 @@
 #include "tensorflow/core/util/work_sharder.h"
 
 // every float operation as written (no FMA contraction): FlowMatchTerms matches TF's ops bit for bit
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace tensorflow {
 namespace {
