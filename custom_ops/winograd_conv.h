@@ -5,11 +5,13 @@
 //   V = B^T d B (input transform), M = sum_c V[c] * U[c, k] (one small GEMM per of the (m+2)^2
 //   positions), Y = A^T M A (output transform), where U = G g G^T is the transformed kernel,
 // so a tile costs (m+2)^2 multiplications per (c, k) pair instead of 9 m^2: 2.25x fewer for m = 2,
-// 4x fewer for m = 4. Everything of one row of tiles stays in the cache: the row's tiles are
-// transformed into a per-thread buffer, multiplied there and transformed back.
+// 4x fewer for m = 4. Everything stays in the cache: a chunk of a row's tiles is transformed
+// into a per-thread buffer (L2), multiplied 16 output channels at a time into a small buffer (L1)
+// and transformed back from there.
 //
 // Layouts: x [N, H, W, C]; g [3, 3, C, K] (HWIO, TensorFlow's); u [P = (m+2)^2, C, Kp] (U, the
-// output channels zero-padded to Kp, a multiple of 16: transform_kernel makes it from g);
+// output channels zero-padded to Kp, a multiple of 16, or 8 when K <= 8: transform_kernel makes
+// it from g);
 // bias [K]; y [N, H, W, K]. C must be a multiple of 8. Threads split the rows of tiles (any
 // range [begin, end) of n * tile_rows).
 #ifndef ZSM_TF_WINOGRAD_CONV_H_
@@ -173,12 +175,12 @@ inline void with_rows(int r, F&& f) {
   }
 }
 
-// The output channels the transformed kernel is padded to: 8 for k <= 8 (when the tile chunk
-// holds whole 12-row blocks), else a multiple of kCols.
+// The output channels the transformed kernel is padded to: 8 for k <= 8 (the narrow
+// micro-kernel), else a multiple of kCols. (Chunk: the tiles per GEMM batch; any works, a
+// partial block of rows runs its own micro-kernel.)
 template <int Chunk>
 inline int64_t padded_outputs(int64_t k) {
-  return (Chunk % kNarrowRows == 0 && k <= kNarrowCols) ? kNarrowCols
-                                                         : (k + kCols - 1) / kCols * kCols;
+  return k <= kNarrowCols ? kNarrowCols : (k + kCols - 1) / kCols * kCols;
 }
 
 struct Shape {
