@@ -96,6 +96,49 @@ template <> struct Tr<4> {  // F(4, 3): B^T 6x6, A^T 4x6, G 6x3 (points 0, +-1, 
   }
 };
 
+template <> struct Tr<6> {  // F(6, 3): B^T 8x8, A^T 6x8, G 8x3 (points 0, +-1, +-2, +-1/2)
+  static constexpr int A = 8;
+  static constexpr double G[8][3] = {{1, 0, 0},
+                                     {-2. / 9, -2. / 9, -2. / 9},
+                                     {-2. / 9, 2. / 9, -2. / 9},
+                                     {1. / 90, 1. / 45, 2. / 45},
+                                     {1. / 90, -1. / 45, 2. / 45},
+                                     {32. / 45, 16. / 45, 8. / 45},
+                                     {32. / 45, -16. / 45, 8. / 45},
+                                     {0, 0, 1}};
+  static inline void bt(const v8* d, v8* r) {
+    const v8 c525 = splat(5.25f), c425 = splat(4.25f), c25 = splat(2.5f), c125 = splat(1.25f),
+             quarter = splat(.25f), half = splat(.5f), two = splat(2.f), four = splat(4.f);
+    r[0] = fma8(c525, d[4] - d[2], d[0] - d[6]);
+    r[7] = fma8(c525, d[3] - d[5], d[7] - d[1]);
+    v8 t1 = d[2] + d[6] - c425 * d[4];     // d2 - 17/4 d4 + d6
+    v8 t2 = d[1] + d[5] - c425 * d[3];     // d1 - 17/4 d3 + d5
+    r[1] = t1 + t2;
+    r[2] = t1 - t2;
+    t1 = fma8(quarter, d[2], d[6]) - c125 * d[4];          // d2 / 4 - 5/4 d4 + d6
+    t2 = fma8(half, d[1], two * d[5]) - c25 * d[3];        // d1 / 2 - 5/2 d3 + 2 d5
+    r[3] = t1 + t2;
+    r[4] = t1 - t2;
+    t1 = fma8(four, d[2] - c125 * d[4], d[6]);             // 4 d2 - 5 d4 + d6
+    t2 = fma8(two, d[1], half * d[5]) - c25 * d[3];        // 2 d1 - 5/2 d3 + d5 / 2
+    r[5] = t1 + t2;
+    r[6] = t1 - t2;
+  }
+  static inline void at(const v8* m, v8* o) {
+    const v8 two = splat(2.f), four = splat(4.f), eight = splat(8.f), c16 = splat(16.f),
+             c32 = splat(32.f), half = splat(.5f), quarter = splat(.25f), eighth = splat(.125f),
+             c1_16 = splat(.0625f), c1_32 = splat(.03125f);
+    const v8 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4],
+             s56 = m[5] + m[6], d56 = m[5] - m[6];
+    o[0] = m[0] + s12 + s34 + s56;
+    o[1] = fma8(two, d34, fma8(half, d56, d12));
+    o[2] = fma8(four, s34, fma8(quarter, s56, s12));
+    o[3] = fma8(eight, d34, fma8(eighth, d56, d12));
+    o[4] = fma8(c16, s34, fma8(c1_16, s56, s12));
+    o[5] = fma8(c32, d34, fma8(c1_32, d56, d12)) + m[7];
+  }
+};
+
 #if defined(__AVX512F__)
 // GEMM micro-kernel on AVX-512: 12 tiles x 16 output channels, one 16-lane accumulator per tile
 // (12 FMAs per loaded row of U, each with its V value broadcast from memory)

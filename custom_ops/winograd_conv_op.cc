@@ -4,7 +4,7 @@
 //       -> output [B,H,W,K] = max(conv, negative_slope * conv), conv = 3x3 "same" conv + bias
 //          of the inputs' channel concatenation (C = sum C_i; the concatenation is never made)
 //
-// attrs: tile (m: 2 or 4), negative_slope (1: no activation, 0: ReLU, 0.1: LeakyReLU(0.1)),
+// attrs: tile (m: 2, 4 or 6), negative_slope (1: no activation, 0: ReLU, 0.1: LeakyReLU(0.1)),
 // shuffle (r: the output pixel-shuffled as PyTorch's nn.PixelShuffle(r) does, written in place:
 // [B, rH, rW, K/r^2], K a multiple of 8 r^2; 1: none).
 // The op transforms the kernel itself (U = G g G^T), so it is one graph node, cheap to trace;
@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -71,8 +72,8 @@ class WinogradConv3x3Op : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("shuffle", &shuffle_));
     OP_REQUIRES(c, shuffle_ >= 1 && shuffle_ <= 8,
                 errors::InvalidArgument("shuffle must be in [1, 8], got ", shuffle_));
-    OP_REQUIRES(c, tile_ == 2 || tile_ == 4,
-                errors::InvalidArgument("tile must be 2 or 4, got ", tile_));
+    OP_REQUIRES(c, tile_ == 2 || tile_ == 4 || tile_ == 6,
+                errors::InvalidArgument("tile must be 2, 4 or 6, got ", tile_));
     OP_REQUIRES(c, slope_ >= 0.f && slope_ <= 1.f,
                 errors::InvalidArgument("negative_slope must be in [0, 1], got ", slope_));
   }
@@ -140,11 +141,7 @@ class WinogradConv3x3Op : public OpKernel {
               permuted[i * filters + k] = gp[i * filters + order[k]];
           g = permuted.data();
         }
-        if (tile_ == 2) {
-          Transform<2>(w, s, g, up);
-        } else {
-          Transform<4>(w, s, g, up);
-        }
+        WithTile(tile_, [&](auto m) { Transform<decltype(m)::value>(w, s, g, up); });
         g_.assign(gp, gp + n);
         u_ = std::move(fresh);
       }
@@ -159,14 +156,25 @@ class WinogradConv3x3Op : public OpKernel {
     }
     float* yp = y->flat<float>().data();
     const int n_parts = static_cast<int>(parts.size());
-    if (tile_ == 2) {
-      Run<2>(w, s, parts.data(), part_channels.data(), n_parts, u->data(), bp, yp, slope_, r);
-    } else {
-      Run<4>(w, s, parts.data(), part_channels.data(), n_parts, u->data(), bp, yp, slope_, r);
-    }
+    WithTile(tile_, [&](auto m) {
+      Run<decltype(m)::value>(w, s, parts.data(), part_channels.data(), n_parts, u->data(), bp,
+                              yp, slope_, r);
+    });
   }
 
  private:
+  // f(std::integral_constant<int, m>()) for the op's tile m (2, 4 or 6, checked at construction)
+  template <class F>
+  static void WithTile(int tile, F&& f) {
+    if (tile == 2) {
+      f(std::integral_constant<int, 2>());
+    } else if (tile == 4) {
+      f(std::integral_constant<int, 4>());
+    } else {
+      f(std::integral_constant<int, 6>());
+    }
+  }
+
   template <int M>
   static void Transform(const DeviceBase::CpuWorkerThreads* w, const zsm_winograd::Shape& s,
                         const float* g, float* u) {

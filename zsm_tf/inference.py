@@ -227,8 +227,8 @@ class SpaceTimeUpscaler:
       jit: XLA-compile the model's reconstruction: True, False or "auto" (default: in float32
         without Winograd, :func:`zsm_tf.precision.resolve_jit`; same outputs to float rounding).
       winograd: the 3x3 convolutions by Winograd F(m x m, 3 x 3) on the CPU: "auto" (default:
-        m = 4 in float32, :func:`zsm_tf.precision.resolve_winograd`; outputs within 2e-6 of
-        the stock kernels'), 4, 2 (within 5e-7, slower) or 0 (off).
+        m = 6 in float32, :func:`zsm_tf.precision.resolve_winograd`; outputs within ~1e-5
+        of the stock kernels', relative), 4 or 2 (closer, slower) or 0 (off).
     Raises:
       UpscaleSettingError (a ``ValueError``) for a bad window, tile, overlap or batch.
     """

@@ -2,14 +2,18 @@
 
 A stride-1 3x3 convolution computes each m x m block of outputs from an (m+2) x (m+2) block of
 input with (m+2)^2 multiplications per (input, output) channel pair instead of 9 m^2: 2.25x
-fewer for ``tile=2``, 4x fewer for ``tile=4`` (Lavin & Gray, 2016). The compiled op
+fewer for ``tile=2``, 4x fewer for ``tile=4``, 5.1x for ``tile=6`` (Lavin & Gray, 2016). The
+compiled op
 (``ZsmTf>WinogradConv3x3``, ``custom_ops/winograd_conv.h``, built with the deformable op by
 :mod:`zsm_tf.ops.custom_op`) transforms, multiplies and transforms back one row of tiles at a
 time in the cache. On a 2-core AVX2 CPU it ran the network's convolutions 1.5x (tile 2) to 1.9x
-(tile 4) faster than TensorFlow's oneDNN kernels (``bench/winograd.py``).
+(tile 4) faster than TensorFlow's oneDNN kernels, and tile 6 another 5-19% faster than tile 4
+(``bench/winograd.py``).
 
-Accuracy: tile 2 agrees with the direct convolution to float32 rounding (relative error ~2e-7);
-tile 4's transforms lose about 4 bits (~3e-6).
+Accuracy, relative to the largest output: tile 2 agrees with the direct convolution to float32
+rounding (~1e-6); tile 4's transforms lose about 3 bits (~6e-6), tile 6's about one more (~1e-5,
+its points 0, +-1, +-2, +-1/2). The shipped model's held-out PSNR-Y is the same with all three
+to 1e-5 dB (``bench/heldout.py --precision float32``).
 
 Inference only: the op has no gradient and no XLA or GPU kernel. It is used where a
 :func:`scope` is active while a model is traced (``zsm_tf.SpaceTimeUpscaler`` opens one, see
@@ -29,7 +33,7 @@ import threading
 import keras
 import tensorflow as tf
 
-TILES = (2, 4)
+TILES = (2, 4, 6)
 OP_NAME = "ZsmTf>WinogradConv3x3"
 
 _state = threading.local()
@@ -42,7 +46,7 @@ def scope(tile: int, fused_deform=None):
     (:func:`zsm_tf.ops.deform_conv.deform_conv2d`), and the motion base's midpoint its compiled
     op (:func:`zsm_tf.ops.flow.midpoint`); default: on when ``tile`` is."""
     if tile not in (0, *TILES):
-        raise ValueError(f"winograd tile must be 0 (off), 2 or 4, got {tile!r}")
+        raise ValueError(f"winograd tile must be 0 (off), 2, 4 or 6, got {tile!r}")
     before = getattr(_state, "tile", 0), getattr(_state, "fused_deform", False)
     _state.tile = tile
     _state.fused_deform = bool(tile) if fused_deform is None else bool(fused_deform)
