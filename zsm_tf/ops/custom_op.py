@@ -64,7 +64,8 @@ OP_NAME = "ZsmTf>DeformableIm2col"
 GRAD_OP_NAME = "ZsmTf>DeformableIm2colGrad"
 _SOURCES = ("deform_attrs.h", "deform_im2col.h", "deform_im2col_cpu.h", "deform_im2col_gpu.h",
             "deform_im2col_op.cc", "deform_im2col_gpu.cu.cc", "gpu_launch.h",
-            "winograd_conv.h", "winograd_conv_op.cc", "deform_conv_op.cc", "flow_ops.cc")
+            "winograd_conv.h", "winograd_conv_op.cc", "deform_conv_cpu.h", "deform_conv_op.cc",
+            "flow_ops.cc")
 _ATTRS = ("kernel_size", "strides", "padding", "dilation", "deformable_groups")
 
 _lock = threading.Lock()
