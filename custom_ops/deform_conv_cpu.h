@@ -128,6 +128,7 @@ void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, flo
   static_assert(kBlock % 8 == 0, "the plans are computed 8 pixels at a time");
   alignas(64) int32_t iy[kBlock] = {}, ix[kBlock] = {};
   alignas(64) int32_t e[4][kBlock];
+  alignas(64) int32_t e00[kBlock];   // corner (0, 0)'s index when all four are inside, else -1
   alignas(64) float w[4][kBlock];
   const float* img[kBlock];
   alignas(64) float zeros[CG > 0 ? CG : 64] = {};
@@ -165,6 +166,7 @@ void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, flo
         *reinterpret_cast<v8i*>(&e[1][r]) = (vy0 & vx1) ? i00 + 1 : -1;
         *reinterpret_cast<v8i*>(&e[2][r]) = (vy1 & vx0) ? i00 + Wi : -1;
         *reinterpret_cast<v8i*>(&e[3][r]) = (vy1 & vx1) ? i00 + Wi + 1 : -1;
+        *reinterpret_cast<v8i*>(&e00[r]) = (vy0 & vy1 & vx0 & vx1) ? i00 : -1;
         *reinterpret_cast<v8*>(&w[0][r]) = hy * hx * mk;
         *reinterpret_cast<v8*>(&w[1][r]) = hy * lx * mk;
         *reinterpret_cast<v8*>(&w[2][r]) = ly * hx * mk;
@@ -173,10 +175,18 @@ void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, flo
       const int64_t gc = g * Cg;
       for (int64_t r = 0; r < n; ++r) {
         const float* base = img[r] + gc;
-        const float* __restrict s0 = e[0][r] >= 0 ? base + e[0][r] * C : zero;
-        const float* __restrict s1 = e[1][r] >= 0 ? base + e[1][r] * C : zero;
-        const float* __restrict s2 = e[2][r] >= 0 ? base + e[2][r] * C : zero;
-        const float* __restrict s3 = e[3][r] >= 0 ? base + e[3][r] * C : zero;
+        const float *s0, *s1, *s2, *s3;
+        if (e00[r] >= 0) {   // all four corners inside (most samples): one index
+          s0 = base + e00[r] * C;
+          s1 = s0 + C;
+          s2 = s0 + Wi * C;
+          s3 = s2 + C;
+        } else {
+          s0 = e[0][r] >= 0 ? base + e[0][r] * C : zero;
+          s1 = e[1][r] >= 0 ? base + e[1][r] * C : zero;
+          s2 = e[2][r] >= 0 ? base + e[2][r] * C : zero;
+          s3 = e[3][r] >= 0 ? base + e[3][r] * C : zero;
+        }
         const float w0 = w[0][r], w1 = w[1][r], w2 = w[2][r], w3 = w[3][r];
         float* __restrict dst = cols + r * kc + k * C + gc;
 #pragma omp simd
