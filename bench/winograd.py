@@ -5,9 +5,10 @@
 
 For each shape (batch, LR/HR size, input -> output channels, as the upscaler runs them) prints
 the time of TensorFlow's convolution + bias + LeakyReLU (oneDNN where ``zsm_tf`` turns it on, as
-the CLI runs it), the same XLA-compiled, and ``ZsmTf>WinogradConv3x3`` with tiles 2, 4 and 6 (the
-activation fused), each as ms, and tile 6 (the upscaler's) as "direct-equivalent" GFLOP/s (``2 * pixels * 9 * Cin *
-Cout`` / time: Winograd does fewer multiplications, so this can pass the machine's matmul rate),
+the CLI runs it), the same XLA-compiled, and ``ZsmTf>WinogradConv3x3`` with tiles 2, 4 and 6
+(the activation fused), each as ms, and tile 6 (the upscaler's) as "direct-equivalent" GFLOP/s
+(``2 * pixels * 9 * Cin * Cout`` / time: Winograd does fewer multiplications, so this can pass
+the machine's matmul rate),
 beside ``tf.matmul``'s rate in the same run, and each Winograd output's largest error relative to
 the largest output. All in one process: compare the ratios, not figures from other runs.
 """

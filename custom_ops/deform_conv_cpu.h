@@ -115,8 +115,8 @@ inline void transpose(const float* src, int64_t stride, int64_t n, int64_t cols,
 // from its 4 corners. Per sample, the scalar plan of the pixel-by-pixel path cost more than the
 // blend itself (Cg = 8: one vector); this takes 20-30% off the op. tb: the block's offsets and
 // mask as rows of kBlock pixels (transpose): (tap, group) gk's dy at row 2 gk, dx at 2 gk + 1,
-// mask at 2 dg K + gk. Indices
-// and integer positions are int32: the op checks that they fit (kMaxSide).
+// mask at 2 dg K + gk. Indices and integer positions are int32: the op checks that they fit
+// (kMaxSide).
 template <int CG>
 void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, float* cols,
                  int64_t p0, int64_t n) {
@@ -201,8 +201,8 @@ void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, flo
 // into `cols`, multiplied by the kernel [K*C, kp] (kp: Cout rounded up to kCols, zero columns
 // beyond Cout) into `acc`, and stored with the bias and the activation. `mask` null: `off` is the
 // packed offset/mask tensor (3*dg*K channels per pixel) and the mask is the sigmoid of its last
-// dg*K channels, computed per block into `mbuf`.
-void ForwardBlocks(const zsm::DeformDims& d, const float* in, const float* off, const float* mask,
+// dg*K channels, taken per block on the transposed rows.
+inline void ForwardBlocks(const zsm::DeformDims& d, const float* in, const float* off, const float* mask,
                    const float* kernel, int64_t kp, const float* bias, int64_t cout, float slope,
                    float* out, int64_t begin, int64_t end) {
   const int64_t kc = d.K() * d.C, gk = int64_t{d.dg} * d.K();
@@ -220,7 +220,7 @@ void ForwardBlocks(const zsm::DeformDims& d, const float* in, const float* off, 
       if (!packed) prefetch(mask + q0 * gk, mask + q1 * gk);
     }
     // this block's offsets and mask, one row per channel: tb[j][r] (kBlock pixels a row)
-    transpose(off + p0 * os, os, n, packed ? 3 * gk : 2 * gk, tb.data());
+    transpose(off + p0 * os, os, n, os, tb.data());
     if (!packed) transpose(mask + p0 * gk, gk, n, gk, tb.data() + 2 * gk * kBlock);
     if (packed) {   // the mask is the sigmoid of the logits
       float* __restrict mb = tb.data() + 2 * gk * kBlock;

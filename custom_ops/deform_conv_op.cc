@@ -15,9 +15,10 @@
 // [B*Ho*Wo, K*C] column matrix) writes and reads the columns through memory: K*C floats per output
 // pixel (288 at C = 32), 9x the input; and TensorFlow's GEMM runs a narrow Cout (32, 64) at a
 // third of its rate. Here each thread samples the columns of kBlock pixels into a buffer that stays
-// in its L2 cache and multiplies it at once with the Winograd op's register-blocked micro-kernel
+// in its L1 cache and multiplies it at once with the Winograd op's register-blocked micro-kernel
 // (winograd_conv.h: 6 x 16 on AVX2, 12 x 16 on AVX-512), adding the bias and the activation as
-// it stores (those kernels: deform_conv_cpu.h). No gradient (training uses the differentiable im2col op), no GPU or XLA kernel.
+// it stores (those kernels: deform_conv_cpu.h). No gradient (training uses the differentiable
+// im2col op), no GPU or XLA kernel.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

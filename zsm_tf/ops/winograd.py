@@ -3,10 +3,9 @@
 A stride-1 3x3 convolution computes each m x m block of outputs from an (m+2) x (m+2) block of
 input with (m+2)^2 multiplications per (input, output) channel pair instead of 9 m^2: 2.25x
 fewer for ``tile=2``, 4x fewer for ``tile=4``, 5.1x for ``tile=6`` (Lavin & Gray, 2016). The
-compiled op
-(``ZsmTf>WinogradConv3x3``, ``custom_ops/winograd_conv.h``, built with the deformable op by
-:mod:`zsm_tf.ops.custom_op`) transforms, multiplies and transforms back one row of tiles at a
-time in the cache. On a 2-core AVX2 CPU it ran the network's convolutions 1.5x (tile 2) to 1.9x
+compiled op (``ZsmTf>WinogradConv3x3``, ``custom_ops/winograd_conv.h``, built with the
+deformable op by :mod:`zsm_tf.ops.custom_op`) transforms, multiplies and transforms back one
+row of tiles at a time in the cache. On a 2-core AVX2 CPU it ran the network's convolutions 1.5x (tile 2) to 1.9x
 (tile 4) faster than TensorFlow's oneDNN kernels, and tile 6 another 5-19% faster than tile 4
 (``bench/winograd.py``).
 
