@@ -3,7 +3,9 @@
 // kBlock output pixels, the deformable im2col columns are sampled into a per-thread buffer
 // (SampleBlock) and multiplied at once by the kernel with the Winograd op's micro-kernel
 // (winograd_conv.h), bias and activation added as the outputs are stored (ForwardBlocks).
-// Layouts and sampling: deform_im2col.h.
+// Layouts and sampling: deform_im2col.h. The input, the offsets/mask and the output are float32
+// or bfloat16 (T = float or bf16, its bits); the arithmetic is float32 in both, and a bfloat16
+// output is rounded to nearest even, as TensorFlow's Cast rounds it.
 #ifndef ZSM_TF_DEFORM_CONV_CPU_H_
 #define ZSM_TF_DEFORM_CONV_CPU_H_
 
@@ -11,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "deform_im2col.h"
@@ -21,6 +24,28 @@ namespace zsm_deform_conv {
 
 using zsm_winograd::kCols;
 using zsm_winograd::kRows;
+
+// A bfloat16 value's bits (the layout of TensorFlow's Eigen::bfloat16: the high half of a float32)
+struct bf16 {
+  uint16_t bits;
+};
+
+inline float to_f32(float v) { return v; }
+inline float to_f32(bf16 v) {
+  const uint32_t u = static_cast<uint32_t>(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+inline void store(float v, float* o) { *o = v; }
+// round to nearest even, NaN to the quiet NaN of its sign: Eigen's float_to_bfloat16_rtne, which
+// TensorFlow's Cast uses
+inline void store(float v, bf16* o) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  o->bits = v != v ? static_cast<uint16_t>(u >> 31 ? 0xffc0u : 0x7fc0u)
+                   : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 
 // output pixels per GEMM block (a multiple of kRows and of 8): the columns, 24 x 288 floats at
 // C = 32, stay in L1; 48 (55 KB) was 4% slower with AVX2 code (single thread, harness)
@@ -59,7 +84,8 @@ inline v8 floor8(v8 v) {
   return t > v ? t - 1.f : t;
 }
 
-inline void prefetch(const float* begin, const float* end) {
+template <class T>
+inline void prefetch(const T* begin, const T* end) {
   for (const char* p = reinterpret_cast<const char*>(begin); p < reinterpret_cast<const char*>(end);
        p += 64)
     __builtin_prefetch(p, 0, 3);
@@ -107,6 +133,22 @@ inline void transpose(const float* src, int64_t stride, int64_t n, int64_t cols,
   }
 }
 
+// The same from bfloat16 values: widened into `stage` (n x cols floats) first, then transposed
+inline void transpose(const bf16* src, int64_t stride, int64_t n, int64_t cols, float* dst,
+                      float* stage) {
+  for (int64_t r = 0; r < n; ++r) {
+    const bf16* s = src + r * stride;
+    float* __restrict o = stage + r * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) o[j] = to_f32(s[j]);
+  }
+  transpose(stage, cols, n, cols, dst);
+}
+inline void transpose(const float* src, int64_t stride, int64_t n, int64_t cols, float* dst,
+                      float*) {
+  transpose(src, stride, n, cols, dst);
+}
+
 // The columns [n, K*C] of output pixels p0 .. p0 + n - 1 (n <= kBlock), the values of
 // zsm::im2col_forward_cpu, sampled one (tap, group) at a time over all n pixels instead of pixel
 // by pixel: the bilinear plans of 8 pixels' samples are computed at once in 8-lane vectors (no
@@ -117,8 +159,8 @@ inline void transpose(const float* src, int64_t stride, int64_t n, int64_t cols,
 // mask as rows of kBlock pixels (transpose): (tap, group) gk's dy at row 2 gk, dx at 2 gk + 1,
 // mask at 2 dg K + gk. Indices and integer positions are int32: the op checks that they fit
 // (kMaxSide).
-template <int CG>
-void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, float* cols,
+template <int CG, class T>
+void SampleBlock(const zsm::DeformDims& d, const T* in, const float* tb, float* cols,
                  int64_t p0, int64_t n) {
   const int K = d.K(), dg = d.dg;
   const int64_t C = d.C, Cg = CG > 0 ? CG : d.Cg(), kc = K * C, HW = d.H * d.W,
@@ -130,10 +172,10 @@ void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, flo
   alignas(64) int32_t e[4][kBlock];
   alignas(64) int32_t e00[kBlock];   // corner (0, 0)'s index when all four are inside, else -1
   alignas(64) float w[4][kBlock];
-  const float* img[kBlock];
-  alignas(64) float zeros[CG > 0 ? CG : 64] = {};
-  std::vector<float> zeros_dyn(CG > 0 || Cg <= 64 ? 0 : Cg, 0.f);
-  const float* zero = zeros_dyn.empty() ? zeros : zeros_dyn.data();
+  const T* img[kBlock];
+  alignas(64) T zeros[CG > 0 ? CG : 64] = {};   // zero bits: 0.f in both types
+  std::vector<T> zeros_dyn(CG > 0 || Cg <= 64 ? 0 : Cg, T{});
+  const T* zero = zeros_dyn.empty() ? zeros : zeros_dyn.data();
   for (int64_t r = 0; r < n; ++r) {
     const int64_t pix = p0 + r, q = pix % HoWo;
     iy[r] = static_cast<int32_t>((q / d.Wo) * d.sh - d.ph);
@@ -174,8 +216,8 @@ void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, flo
       }
       const int64_t gc = g * Cg;
       for (int64_t r = 0; r < n; ++r) {
-        const float* base = img[r] + gc;
-        const float *s0, *s1, *s2, *s3;
+        const T* base = img[r] + gc;
+        const T *s0, *s1, *s2, *s3;
         if (e00[r] >= 0) {   // all four corners inside (most samples): one index
           s0 = base + e00[r] * C;
           s1 = s0 + C;
@@ -191,7 +233,8 @@ void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, flo
         float* __restrict dst = cols + r * kc + k * C + gc;
 #pragma omp simd
         for (int64_t c = 0; c < Cg; ++c)
-          dst[c] = w0 * s0[c] + w1 * s1[c] + w2 * s2[c] + w3 * s3[c];
+          dst[c] = w0 * to_f32(s0[c]) + w1 * to_f32(s1[c]) + w2 * to_f32(s2[c]) +
+                   w3 * to_f32(s3[c]);
       }
     }
   }
@@ -201,16 +244,19 @@ void SampleBlock(const zsm::DeformDims& d, const float* in, const float* tb, flo
 // into `cols`, multiplied by the kernel [K*C, kp] (kp: Cout rounded up to kCols, zero columns
 // beyond Cout) into `acc`, and stored with the bias and the activation. `mask` null: `off` is the
 // packed offset/mask tensor (3*dg*K channels per pixel) and the mask is the sigmoid of its last
-// dg*K channels, taken per block on the transposed rows.
-inline void ForwardBlocks(const zsm::DeformDims& d, const float* in, const float* off, const float* mask,
-                   const float* kernel, int64_t kp, const float* bias, int64_t cout, float slope,
-                   float* out, int64_t begin, int64_t end) {
+// dg*K channels, taken per block on the transposed rows. T: float or bf16 (in, off, mask, out).
+template <class T>
+inline void ForwardBlocks(const zsm::DeformDims& d, const T* in, const T* off, const T* mask,
+                          const float* kernel, int64_t kp, const float* bias, int64_t cout,
+                          float slope, T* out, int64_t begin, int64_t end) {
   const int64_t kc = d.K() * d.C, gk = int64_t{d.dg} * d.K();
   const bool packed = mask == nullptr;
   std::vector<float> cols(static_cast<size_t>(kBlock * kc));
   std::vector<float> acc(static_cast<size_t>(kBlock * kp));
-  const int64_t os = packed ? 3 * gk : 2 * gk;   // offsets' floats per pixel
+  const int64_t os = packed ? 3 * gk : 2 * gk;   // offsets' values per pixel
   std::vector<float> tb(static_cast<size_t>(3 * gk * kBlock));
+  // bfloat16 offsets/mask are widened here before they are transposed
+  std::vector<float> stage(std::is_same<T, float>::value ? 0 : static_cast<size_t>(kBlock * os));
   for (int64_t p0 = begin; p0 < end; p0 += kBlock) {
     const int64_t n = std::min(kBlock, end - p0);
     const int64_t np = (n + kRows - 1) / kRows * kRows;
@@ -220,15 +266,15 @@ inline void ForwardBlocks(const zsm::DeformDims& d, const float* in, const float
       if (!packed) prefetch(mask + q0 * gk, mask + q1 * gk);
     }
     // this block's offsets and mask, one row per channel: tb[j][r] (kBlock pixels a row)
-    transpose(off + p0 * os, os, n, os, tb.data());
-    if (!packed) transpose(mask + p0 * gk, gk, n, gk, tb.data() + 2 * gk * kBlock);
+    transpose(off + p0 * os, os, n, os, tb.data(), stage.data());
+    if (!packed) transpose(mask + p0 * gk, gk, n, gk, tb.data() + 2 * gk * kBlock, stage.data());
     if (packed) {   // the mask is the sigmoid of the logits
       float* __restrict mb = tb.data() + 2 * gk * kBlock;
 #pragma omp simd
       for (int64_t j = 0; j < gk * kBlock; ++j) mb[j] = 1.f / (1.f + exp_approx(-mb[j]));
     }
     zsm::dispatch_group_width(d.Cg(), [&](auto cg) {
-      SampleBlock<decltype(cg)::value>(d, in, tb.data(), cols.data(), p0, n);
+      SampleBlock<decltype(cg)::value, T>(d, in, tb.data(), cols.data(), p0, n);
     });
     if (np > n) std::memset(&cols[n * kc], 0, (np - n) * kc * sizeof(float));
     for (int64_t k0 = 0; k0 < kp; k0 += kCols)
@@ -238,10 +284,10 @@ inline void ForwardBlocks(const zsm::DeformDims& d, const float* in, const float
                                    static_cast<int>(kc));
     for (int64_t r = 0; r < n; ++r) {
       const float* a = &acc[r * kp];
-      float* o = out + (p0 + r) * cout;
+      T* o = out + (p0 + r) * cout;
       for (int64_t c = 0; c < cout; ++c) {
         const float v = a[c] + bias[c];
-        o[c] = std::max(v, slope * v);
+        store(std::max(v, slope * v), &o[c]);
       }
     }
   }

@@ -1,5 +1,7 @@
-// TensorFlow op of the whole modulated deformable convolution (DCNv2) on the CPU, float32,
-// inference only: the deformable im2col and the GEMM fused, one block of output pixels at a time:
+// TensorFlow op of the whole modulated deformable convolution (DCNv2) on the CPU, inference
+// only, float32 or bfloat16 (T: the input, offsets, mask and output; the kernel and bias are
+// float32 and the arithmetic is float32 in both, so a bfloat16 model's op reads its tensors
+// without the float32 copies that casts would make): the deformable im2col and the GEMM fused, one block of output pixels at a time:
 //
 //   ZsmTf>DeformableConv2D(input [B,H,W,C], offsets [B,Ho,Wo,2*dg*K], mask [B,Ho,Wo,dg*K],
 //                          kernel [kh,kw,C,Cout], bias [Cout])
@@ -64,30 +66,38 @@ absl::Status OutputShape(InferenceContext* c, int mask_input) {
 }
 
 REGISTER_OP("ZsmTf>DeformableConv2D")
-    .Input("input: float")
-    .Input("offsets: float")
-    .Input("mask: float")
+    .Input("input: T")
+    .Input("offsets: T")
+    .Input("mask: T")
     .Input("kernel: float")
     .Input("bias: float")
-    .Output("output: float")
+    .Output("output: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     ZSM_DEFORM_ATTRS
     .Attr("negative_slope: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return OutputShape(c, 2); })
     .Doc("Modulated deformable convolution (DCNv2) + bias (+ leaky ReLU), NHWC, CPU inference.");
 
 REGISTER_OP("ZsmTf>DeformableConv2DPacked")
-    .Input("input: float")
-    .Input("offset_mask: float")
+    .Input("input: T")
+    .Input("offset_mask: T")
     .Input("kernel: float")
     .Input("bias: float")
-    .Output("output: float")
+    .Output("output: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     ZSM_DEFORM_ATTRS
     .Attr("negative_slope: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return OutputShape(c, -1); })
     .Doc("ZsmTf>DeformableConv2D reading the offsets and the mask logits from one tensor.");
 
-// kPacked: ZsmTf>DeformableConv2DPacked (offsets and mask logits in one input)
-template <bool kPacked>
+// The framework-free kernels' element type for T
+template <class T> struct Raw { using type = float; };
+template <> struct Raw<Eigen::bfloat16> { using type = zsm_deform_conv::bf16; };
+static_assert(sizeof(Eigen::bfloat16) == sizeof(zsm_deform_conv::bf16), "bfloat16 is 16 bits");
+
+// kPacked: ZsmTf>DeformableConv2DPacked (offsets and mask logits in one input); T: float or
+// Eigen::bfloat16
+template <bool kPacked, class T>
 class DeformableConv2DOp : public OpKernel {
  public:
   explicit DeformableConv2DOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -117,12 +127,13 @@ class DeformableConv2DOp : public OpKernel {
     Tensor* y = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({d.B, d.Ho, d.Wo, cout}), &y));
     if (y->NumElements() == 0) return;
+    using R = typename Raw<T>::type;
+    R* yp = reinterpret_cast<R*>(y->flat<T>().data());
     if (d.H == 0 || d.W == 0 || d.C == 0) {   // every sample is outside an empty image
-      float* yp = y->flat<float>().data();
       const float* bp = bias.flat<float>().data();
       for (int64_t i = 0; i < y->NumElements(); ++i) {
         const float v = bp[i % cout];
-        yp[i] = std::max(v, slope_ * v);
+        zsm_deform_conv::store(std::max(v, slope_ * v), &yp[i]);
       }
       return;
     }
@@ -137,11 +148,10 @@ class DeformableConv2DOp : public OpKernel {
         std::memcpy(&padded[r * kp], kptr + r * cout, cout * sizeof(float));
       kptr = padded.data();
     }
-    const float* ip = in.flat<float>().data();
-    const float* op = off.flat<float>().data();
-    const float* mp = kPacked ? nullptr : mask->flat<float>().data();
+    const R* ip = reinterpret_cast<const R*>(in.flat<T>().data());
+    const R* op = reinterpret_cast<const R*>(off.flat<T>().data());
+    const R* mp = kPacked ? nullptr : reinterpret_cast<const R*>(mask->flat<T>().data());
     const float* bp = bias.flat<float>().data();
-    float* yp = y->flat<float>().data();
     const float slope = slope_;
     const auto* w = c->device()->tensorflow_cpu_worker_threads();
     const int64_t cost = d.K() * (40 * d.dg + 4 * d.C) + 2 * kc * kp;  // per output pixel
@@ -155,10 +165,16 @@ class DeformableConv2DOp : public OpKernel {
   float slope_ = 1.f;
 };
 
-REGISTER_KERNEL_BUILDER(Name("ZsmTf>DeformableConv2D").Device(DEVICE_CPU),
-                        DeformableConv2DOp<false>);
-REGISTER_KERNEL_BUILDER(Name("ZsmTf>DeformableConv2DPacked").Device(DEVICE_CPU),
-                        DeformableConv2DOp<true>);
+#define ZSM_REGISTER(T)                                                                  \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("ZsmTf>DeformableConv2D").Device(DEVICE_CPU).TypeConstraint<T>("T"),            \
+      DeformableConv2DOp<false, T>);                                                       \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("ZsmTf>DeformableConv2DPacked").Device(DEVICE_CPU).TypeConstraint<T>("T"),      \
+      DeformableConv2DOp<true, T>);
+ZSM_REGISTER(float)
+ZSM_REGISTER(Eigen::bfloat16)
+#undef ZSM_REGISTER
 
 }  // namespace
 }  // namespace tensorflow

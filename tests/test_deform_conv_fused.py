@@ -1,6 +1,6 @@
 """The fused deformable convolution (custom_ops/deform_conv_op.cc: sampling and GEMM per block of
 pixels, CPU inference): the same outputs as the im2col + GEMM path, used only inside the
-upscaler's CPU-inference scope (zsm_tf.ops.winograd.scope) in float32."""
+upscaler's CPU-inference scope (zsm_tf.ops.winograd.scope), in float32 and bfloat16."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -192,3 +192,47 @@ def test_packed_op_reads_offsets_and_mask_logits_in_place(shape):
     assert "Sigmoid" in ops_plain and "ZsmTf>DeformableIm2col" in ops_plain
     assert np.abs(want).max() > 0.5
     assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_bfloat16_tensors_go_in_without_float32_copies_and_give_the_same_bits(packed):
+    """A bfloat16 model's tensors reach the op as they are (no Cast in the graph in front of it
+    or behind it): the op widens them in place and rounds its output to nearest even, bit for
+    bit what casting its float32 form's inputs and output gives, NaN and infinities included."""
+    from zsm_tf.ops.deform_conv import deform_conv2d_from_logits
+
+    (x, off, mask, kernel, bias), args = case(2, 11, 19, 32, 24, 8, seed=4)
+    rng = np.random.default_rng(6)
+    logits = tf.constant(rng.normal(size=mask.shape) * 3, tf.float32)
+    x = tf.tensor_scatter_nd_update(x, [[0, 2, 3, 0], [1, 4, 5, 1], [0, 7, 7, 2]],
+                                    [np.nan, np.inf, -np.inf])
+    bf = {"x": tf.cast(x, tf.bfloat16), "off": tf.cast(off, tf.bfloat16),
+          "mask": tf.cast(mask, tf.bfloat16), "om": tf.cast(tf.concat([off, logits], -1), tf.bfloat16)}
+
+    def fn():
+        with winograd.scope(0, fused_deform=True):
+            if packed:
+                return deform_conv2d_from_logits(bf["x"], bf["om"], kernel, bias,
+                                                 impl="custom_op", **args)
+            return deform_conv2d(bf["x"], bf["off"], bf["mask"], kernel, bias, impl="custom_op",
+                                 **args)
+    f = tf.function(fn)
+    graph = f.get_concrete_function().graph
+    name = OP + ("Packed" if packed else "")
+    (node,) = [op for op in graph.get_operations() if op.type == name]
+    assert node.get_attr("T") == tf.bfloat16
+    assert all(t.op.type != "Cast" for t in node.inputs[:2])
+    got = f()
+    assert got.dtype == tf.bfloat16
+
+    lib = custom_op.load()
+    op = lib.zsm_tf_deformable_conv2d_packed if packed else lib.zsm_tf_deformable_conv2d
+    sampling = [bf["om"]] if packed else [bf["off"], bf["mask"]]
+    want = tf.cast(op(*[tf.cast(t, tf.float32) for t in (bf["x"], *sampling)], kernel, bias,
+                      kernel_size=[3, 3], strides=[1, 1], padding=[1, 1], dilation=[1, 1],
+                      deformable_groups=8), tf.bfloat16)
+    g, w = got.numpy().astype(np.float32), want.numpy().astype(np.float32)
+    assert np.isnan(w).any() and np.isfinite(w).mean() > 0.5   # the NaN input spreads, not all
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+    assert np.array_equal(got.numpy().view(np.uint16)[~np.isnan(w)],
+                          want.numpy().view(np.uint16)[~np.isnan(w)])

@@ -212,6 +212,24 @@ def _fused_op(impl: str, dtype, packed: bool = False):
     return None if lib is None else getattr(lib, name, None)
 
 
+def _call_fused(op, inputs, sampling, kernel, bias, strides, padding, dilation, dg):
+    """The fused op (``ZsmTf>DeformableConv2D{,Packed}``) on ``inputs`` [B, H, W, C] and its
+    ``sampling`` tensors (offsets and mask, or the packed offset/mask logits): all bfloat16, they
+    go in as they are (the op reads bfloat16, computes in float32 and rounds its output as a cast
+    would: no float32 copies of them); else they are cast to float32 and the output back. The
+    kernel and bias are float32."""
+    kernel = tf.convert_to_tensor(kernel)
+    kh, kw, _, cout = kernel.shape
+    tensors = [inputs, *sampling]
+    dtype = tf.bfloat16 if all(t.dtype == tf.bfloat16 for t in tensors) else tf.float32
+    tensors = [tf.cast(t, dtype) for t in tensors]
+    b32 = tf.zeros([cout]) if bias is None else tf.cast(tf.convert_to_tensor(bias), tf.float32)
+    out = op(*tensors, tf.cast(kernel, tf.float32), b32, kernel_size=[kh, kw],
+             strides=list(pair(strides, "strides")), padding=list(pair(padding, "padding")),
+             dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
+    return tf.cast(out, inputs.dtype)
+
+
 def deform_conv2d(inputs, offsets, mask, kernel, bias=None, *, strides=1, padding=0, dilation=1,
                   deformable_groups=1, impl="auto"):
     """Modulated deformable convolution (DCNv2).
@@ -246,12 +264,8 @@ def deform_conv2d(inputs, offsets, mask, kernel, bias=None, *, strides=1, paddin
         raise ValueError(f"mask needs dg*kh*kw = {dg * K} channels, got {mask.shape[-1]}")
     fused = _fused_op(impl, inputs.dtype) if mask is not None else None
     if fused is not None:   # CPU inference: sampling and GEMM in one op, computed in float32
-        f32 = [tf.cast(t, tf.float32) for t in (inputs, offsets, mask, kernel)]
-        b32 = tf.zeros([cout]) if bias is None else tf.cast(tf.convert_to_tensor(bias), tf.float32)
-        out = fused(*f32, b32, kernel_size=[kh, kw], strides=list(pair(strides, "strides")),
-                    padding=list(pair(padding, "padding")),
-                    dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
-        return tf.cast(out, inputs.dtype)
+        return _call_fused(fused, inputs, [offsets, mask], kernel, bias, strides, padding,
+                           dilation, dg)
     # the compiled op samples in float32 even for bfloat16 inputs: its columns go to a float32
     # GEMM as they are (casting them to bfloat16 took ~5x the bfloat16 GEMM) and only the
     # Cout-channel output is cast back
@@ -281,12 +295,8 @@ def deform_conv2d_from_logits(inputs, offset_mask, kernel, bias=None, *, strides
     n_off = 2 * dg * kh * kw
     packed = _fused_op(impl, inputs.dtype, packed=True)
     if packed is not None and offset_mask.shape[-1] == 3 * dg * kh * kw:
-        f32 = [tf.cast(t, tf.float32) for t in (inputs, offset_mask, kernel)]
-        b32 = tf.zeros([cout]) if bias is None else tf.cast(tf.convert_to_tensor(bias), tf.float32)
-        out = packed(*f32, b32, kernel_size=[kh, kw], strides=list(pair(strides, "strides")),
-                     padding=list(pair(padding, "padding")),
-                     dilation=list(pair(dilation, "dilation")), deformable_groups=dg)
-        return tf.cast(out, inputs.dtype)
+        return _call_fused(packed, inputs, [offset_mask], kernel, bias, strides, padding,
+                           dilation, dg)
     return deform_conv2d(inputs, offset_mask[..., :n_off], tf.sigmoid(offset_mask[..., n_off:]),
                          kernel, bias, strides=strides, padding=padding, dilation=dilation,
                          deformable_groups=dg, impl=impl)
